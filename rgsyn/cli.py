@@ -1,0 +1,148 @@
+"""`rgsyn <stage>`: one subcommand per DVC stage, plus `rgsyn data check` and `rgsyn params`.
+
+Every stage takes `--params` (default `params.yaml`). Errors a user can fix (bad params, bad data
+layout, bad checkpoints) print one line to stderr and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Callable, Sequence
+
+from rgsyn.errors import RgsynError
+from rgsyn.paths import BENCHMARKS, DOMAINS, TRAINED_BENCHMARKS
+
+
+def _stage(target: str) -> Callable:
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _params(args):
+    from rgsyn import config
+
+    return config.load(args.params)
+
+
+def cmd_data(args):
+    if args.data_cmd == "check":
+        summary = _stage("rgsyn.data.check:check_dataset")(args.benchmark, args.root, profile=args.profile)
+        print(json.dumps(summary, indent=2, sort_keys=True))
+        return 0
+    _stage("rgsyn.data.stage:run")(_params(args))
+    return 0
+
+
+def cmd_params(args):
+    import yaml
+
+    from rgsyn import config, io
+
+    text = yaml.safe_dump(config.profile_dict(args.profile), sort_keys=False)
+    header = (f"# rgsyn params: the '{args.profile}' profile, written by `rgsyn params --profile "
+              f"{args.profile}`.\n# Edit values here or with `dvc exp run -S key=value`.\n")
+    if args.out == "-":
+        sys.stdout.write(header + text)
+    else:
+        io.write_text(args.out, header + text)
+        print(f"wrote the '{args.profile}' profile to {args.out}")
+    return 0
+
+
+STAGES: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {}
+
+
+def _stage_cmd(name: str, target: str, help_: str, add_args=lambda p: None):
+    STAGES[name] = (target, help_, add_args)
+
+
+_stage_cmd("prior", "rgsyn.generator.prior:run",
+           "pretrain the toy DiT prior on the generic domain (paper: load DiT-XL/2)")
+_stage_cmd("coldstart", "rgsyn.generator.coldstart:run",
+           "cold-start adapt the prior to the training identities of one domain",
+           lambda p: p.add_argument("--domain", required=True, choices=DOMAINS))
+_stage_cmd("encoder", "rgsyn.downstream.encoder:run",
+           "train the identity encoders (reward and held-out gold) of one domain on real data",
+           lambda p: p.add_argument("--domain", required=True, choices=DOMAINS))
+
+
+def _rl_args(p):
+    p.add_argument("--domain", required=True, choices=DOMAINS)
+    p.add_argument("--rewards", required=True, help="a key of rl.reward_variants (full, no_sem, ...)")
+
+
+_stage_cmd("rl", "rgsyn.rl.stage:run", "DPOK fine-tuning with the multi-objective reward", _rl_args)
+
+
+def _generate_args(p):
+    p.add_argument("--benchmark", required=True, choices=TRAINED_BENCHMARKS)
+    p.add_argument("--generator", required=True, help="'cold' or 'rl-<reward variant>'")
+
+
+_stage_cmd("generate", "rgsyn.generator.synthesis:run",
+           "synthesise identities of one benchmark with one generator", _generate_args)
+
+
+def _train_args(p):
+    p.add_argument("--benchmark", required=True, choices=TRAINED_BENCHMARKS)
+    p.add_argument("--variant", required=True, help="a key of `variants` in params")
+    p.add_argument("--seed", required=True, type=int)
+
+
+_stage_cmd("train", "rgsyn.downstream.stage:run",
+           "train and evaluate one downstream model (benchmark x variant x seed)", _train_args)
+_stage_cmd("collect", "rgsyn.collect:run",
+           "merge the per-run metrics of one benchmark into benchmarks/<name>/metrics.json",
+           lambda p: p.add_argument("--benchmark", required=True, choices=BENCHMARKS))
+_stage_cmd("report", "rgsyn.report:run", "render the tables, figures and reports/report.html")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rgsyn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    def with_params(p):
+        p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        return p
+
+    data = with_params(sub.add_parser("data", help="build the toy world (toy/smoke) or check the real "
+                                                    "datasets (paper); `data check` checks one folder"))
+    data_sub = data.add_subparsers(dest="data_cmd")
+    check = data_sub.add_parser("check", help="check a dataset folder and print a JSON summary")
+    check.add_argument("--benchmark", required=True, choices=BENCHMARKS)
+    check.add_argument("--root", required=True, help="the unpacked dataset folder")
+    check.add_argument("--profile", default="paper", choices=["toy", "smoke", "paper"],
+                       help="paper: compare counts with the official ones (default)")
+    data.set_defaults(func=cmd_data)
+
+    prm = sub.add_parser("params", help="write the full params of a profile (toy, smoke, paper)")
+    prm.add_argument("--profile", required=True, choices=["toy", "smoke", "paper"])
+    prm.add_argument("--out", default="-", help="file to write (default: stdout)")
+    prm.set_defaults(func=cmd_params)
+
+    for name, (target, help_, add_args) in STAGES.items():
+        p = with_params(sub.add_parser(name, help=help_, description=help_))
+        add_args(p)
+
+        def run(args, _target=target):
+            kwargs = {k: v for k, v in vars(args).items() if k not in ("cmd", "params", "func")}
+            _stage(_target)(_params(args), **kwargs)
+            return 0
+
+        p.set_defaults(func=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RgsynError as e:
+        print(f"rgsyn {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,427 @@
+"""Typed, validated params.
+
+`params.yaml` (the toy profile) is loaded into the dataclasses below. The dataclass defaults ARE
+the embedded toy profile; `configs/smoke.yaml` and `configs/paper.yaml` are overlays on them.
+Unknown keys, wrong types and out-of-range values fail at load time with a `ConfigError` that
+names the key, the value and what is allowed.
+
+Each field may carry metadata: `rng(lo, hi)` for numeric bounds (inclusive, None = open) and
+`one_of(...)` for an enumeration.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rgsyn.errors import ConfigError
+
+
+def rng(lo=None, hi=None, default=dataclasses.MISSING, **kw):
+    return field(default=default, metadata={"range": (lo, hi)}, **kw)
+
+
+def one_of(*choices, default=dataclasses.MISSING):
+    return field(default=default, metadata={"choices": tuple(choices)})
+
+
+def _list(*items):
+    return field(default_factory=lambda: list(items))
+
+
+# --------------------------------------------------------------------------------------- data
+@dataclass
+class PersonWorld:
+    n_train_ids: int = rng(2, None, 48)      # training identities
+    n_test_ids: int = rng(2, None, 48)       # query/gallery identities (disjoint from train)
+    n_cams: int = rng(2, 9, 6)               # cameras (Market: 6, CUHK03: 2)
+    imgs_per_id_cam: int = rng(1, None, 2)   # images per identity per camera it appears in
+    cams_per_id: int = rng(2, 9, 4)          # cameras each identity appears in
+    n_distractors: int = rng(0, None, 40)    # gallery '0000' distractors (Market only)
+    n_junk: int = rng(0, None, 20)           # gallery '-1' junk (Market only)
+    height: int = rng(16, None, 64)
+    width: int = rng(8, None, 32)
+
+
+@dataclass
+class FaceWorld:
+    n_train_ids: int = rng(4, None, 64)                   # CASIA-style identities
+    imgs_per_id: int = rng(2, None, 12)
+    group_shares: list[float] = _list(0.55, 0.25, 0.1, 0.1)  # African, Asian, Caucasian, Indian order below
+    n_pairs: int = rng(20, None, 600)                     # pairs per verification set (10 folds)
+    n_rfw_pairs: int = rng(20, None, 400)                 # pairs per RFW group
+    size: int = rng(16, None, 32)
+
+
+@dataclass
+class PriorWorld:
+    n_classes: int = rng(2, 1000, 10)
+    imgs_per_class: int = rng(1, None, 150)
+    size: int = rng(8, None, 32)
+
+
+@dataclass
+class DatasetPaths:
+    """Where each benchmark's data lives. In toy/smoke they point into the generated world."""
+
+    market1501: str = "data/world/market1501"
+    cuhk03: str = "data/world/cuhk03"
+    cuhk03_mode: str = one_of("labeled", "detected", default="labeled")
+    casia_face: str = "data/world/casia"
+    verification: str = "data/world/verification"   # holds lfw/ agedb/ calfw/ cfp_fp/ cplfw/
+    rfw_bias: str = "data/world/rfw"
+    prior: str = "data/world/prior"
+
+
+@dataclass
+class DataParams:
+    world: bool = True           # toy/smoke: build the toy world; paper: only check the real data
+    out: str = "data/world"
+    seed: int = rng(0, None, 0)
+    market: PersonWorld = field(default_factory=PersonWorld)
+    cuhk03: PersonWorld = field(default_factory=lambda: PersonWorld(
+        n_train_ids=32, n_test_ids=32, n_cams=2, cams_per_id=2, imgs_per_id_cam=4,
+        n_distractors=0, n_junk=0))
+    faces: FaceWorld = field(default_factory=FaceWorld)
+    prior: PriorWorld = field(default_factory=PriorWorld)
+    paths: DatasetPaths = field(default_factory=DatasetPaths)
+
+
+# ------------------------------------------------------------------------------ generator
+@dataclass
+class DiTArch:
+    """A diffusers DiTTransformer2DModel config (toy: small, pixel space)."""
+
+    sample_size: int = rng(4, None, 32)
+    patch_size: int = rng(1, 16, 4)
+    in_channels: int = rng(1, None, 3)
+    num_layers: int = rng(1, None, 4)
+    num_attention_heads: int = rng(1, None, 4)
+    attention_head_dim: int = rng(4, None, 24)
+    num_classes: int = rng(1, None, 10)
+
+
+@dataclass
+class PriorParams:
+    pretrained: str = ""          # paper: local diffusers folder or hub id of DiT-XL/2-256; toy: ""
+    vae: str = ""                 # paper: SD VAE folder/hub id; toy: "" = pixel space (identity AE)
+    arch: DiTArch = field(default_factory=DiTArch)
+    num_train_timesteps: int = rng(10, None, 1000)
+    steps: int = rng(0, None, 1500)
+    batch_size: int = rng(1, None, 64)
+    lr: float = rng(0.0, 1.0, 3e-4)
+    checkpoint_every: int = rng(1, None, 250)
+
+
+@dataclass
+class SamplerParams:
+    num_inference_steps: int = rng(1, 1000, 10)
+    eta: float = rng(0.0, 1.0, 1.0)              # DDIM eta > 0 makes every step a Gaussian policy
+    guidance_scale: float = rng(1.0, None, 2.0)  # classifier-free guidance
+
+
+@dataclass
+class LoraParams:
+    rank: int = rng(1, None, 8)
+    alpha: float = rng(0.0, None, 8.0)
+    target_modules: list[str] = _list("to_q", "to_k", "to_v", "to_out.0")
+
+
+@dataclass
+class ColdstartParams:
+    lr: float = rng(0.0, 1.0, 1e-3)      # paper: 1e-5
+    steps: int = rng(0, None, 600)
+    batch_size: int = rng(1, None, 64)
+    train_lora: bool = False
+    lora: LoraParams = field(default_factory=LoraParams)
+    checkpoint_every: int = rng(1, None, 200)
+
+
+@dataclass
+class GenerateParams:
+    per_identity: int = rng(1, None, 8)
+    batch_size: int = rng(1, None, 64)
+
+
+# ------------------------------------------------------------------------------------ rl
+@dataclass
+class RewardWeights:
+    sem: float = rng(0.0, None, 1.0)
+    cov: float = rng(0.0, None, 0.75)
+    exp: float = rng(0.0, None, 0.25)
+
+
+@dataclass
+class RLParams:
+    lr: float = rng(0.0, 1.0, 1e-4)          # paper: 1e-5
+    steps: int = rng(0, None, 12)             # policy updates
+    ids_per_step: int = rng(1, None, 4)       # identities per rollout batch
+    samples_per_id: int = rng(2, None, 8)     # trajectories per identity (group for set rewards)
+    inner_epochs: int = rng(1, None, 1)
+    clip_range: float = rng(0.0, None, 1e-1)
+    kl_coef: float = rng(0.0, None, 0.01)
+    max_grad_norm: float = rng(0.0, None, 1.0)
+    alpha: float = rng(0.0, None, 0.5)        # R_cov repulsion weight
+    eps: float = rng(0.0, None, 0.1)          # R_exp: target spread (1 + eps) * S_r
+    tau: float = rng(1e-9, None, 1.0)         # R_exp temperature
+    rbf_bandwidth: float = rng(0.0, None, 0.0)  # 0 = median heuristic
+    lora: LoraParams = field(default_factory=LoraParams)
+    encoder: str = one_of("identity_model", "open_clip", default="identity_model")
+    open_clip_model: str = "ViT-B-32"
+    open_clip_checkpoint: str = ""
+    hacking_guard: str = one_of("off", "warn", "stop", default="warn")
+    hacking_window: int = rng(2, None, 4)
+    checkpoint_every: int = rng(1, None, 4)
+    reward_variants: dict[str, RewardWeights] = field(default_factory=lambda: {
+        "full": RewardWeights(),
+        "no_sem": RewardWeights(sem=0.0),
+        "no_cov": RewardWeights(cov=0.0),
+        "no_exp": RewardWeights(exp=0.0),
+    })
+
+
+@dataclass
+class EncoderParams:
+    """Identity encoders for the reward (seed 0) and the held-out gold score (gold_seed)."""
+
+    seed: int = rng(0, None, 0)
+    gold_seed: int = rng(0, None, 1)
+
+
+# ---------------------------------------------------------------------------- downstream
+@dataclass
+class ReidParams:
+    backbone: str = one_of("resnet50", "osnet_x1_0", "osnet_x0_25", "resnet18", "vit_b16",
+                           default="osnet_x0_25")
+    pretrained: str = ""                # local weights file for the backbone; "" = random init
+    height: int = rng(16, None, 64)
+    width: int = rng(8, None, 32)
+    epochs: int = rng(1, None, 12)
+    P: int = rng(1, None, 16)
+    K: int = rng(1, None, 4)
+    lr: float = rng(0.0, 1.0, 3.5e-4)
+    weight_decay: float = rng(0.0, 1.0, 5e-4)
+    warmup_epochs: int = rng(0, None, 2)
+    label_smoothing: float = rng(0.0, 1.0, 0.1)
+    triplet_margin: float = rng(0.0, None, 0.3)
+    random_erasing_p: float = rng(0.0, 1.0, 0.5)
+    syn_per_batch: int = rng(0, None, 16)      # synthetic samples mixed into each batch
+    eval_batch_size: int = rng(1, None, 256)
+
+
+@dataclass
+class FaceParams:
+    backbone: str = one_of("resnet50", "resnet18", "small_resnet", default="small_resnet")
+    size: int = rng(16, None, 32)
+    epochs: int = rng(1, None, 12)
+    batch_size: int = rng(1, None, 64)
+    lr: float = rng(0.0, 10.0, 0.1)
+    momentum: float = rng(0.0, 1.0, 0.9)
+    weight_decay: float = rng(0.0, 1.0, 5e-4)
+    cosface_s: float = rng(0.0, None, 64.0)
+    cosface_m: float = rng(0.0, 1.0, 0.35)
+    embedding_dim: int = rng(2, None, 128)
+    align: str = one_of("none", "mtcnn", default="none")
+    flip_eval: bool = True
+    syn_per_batch: int = rng(0, None, 16)
+
+
+@dataclass
+class SelectionParams:
+    fraction: float = rng(0.0, 1.0, 0.5)     # share of candidates kept
+    rescore_every: int = rng(1, None, 1)      # steps between rescoring the candidates
+    candidate_multiplier: int = rng(1, None, 2)
+    virtual_lr: float = rng(0.0, None, 0.1)   # step size of the virtual lookahead update
+    virtual_params: str = one_of("head", "head_last_block", "all", default="head_last_block")
+
+
+@dataclass
+class Variant:
+    synthetic: str = "none"   # none | cold | rl-<reward variant>
+    selection: str = one_of("none", "random", "lookahead", default="none")
+    random_erasing: bool = False
+
+
+def _default_variants() -> dict[str, Variant]:
+    return {
+        "real": Variant(),
+        "real_re": Variant(random_erasing=True),
+        "syn_cold": Variant(synthetic="cold"),
+        "syn_rl": Variant(synthetic="rl-full"),
+        "ours": Variant(synthetic="rl-full", selection="lookahead"),
+        "ours_no_sem": Variant(synthetic="rl-no_sem", selection="lookahead"),
+        "ours_no_cov": Variant(synthetic="rl-no_cov", selection="lookahead"),
+        "ours_no_exp": Variant(synthetic="rl-no_exp", selection="lookahead"),
+        "ours_random_sel": Variant(synthetic="rl-full", selection="random"),
+    }
+
+
+@dataclass
+class TrackingParams:
+    uri: str = "sqlite:///mlflow.db"   # overridden by $MLFLOW_TRACKING_URI
+    experiment: str = "rgsyn"
+
+
+@dataclass
+class Params:
+    profile: str = one_of("toy", "smoke", "paper", default="toy")
+    seeds: list[int] = _list(0)
+    device: str = one_of("auto", "cpu", "cuda", default="auto")
+    data: DataParams = field(default_factory=DataParams)
+    prior: PriorParams = field(default_factory=PriorParams)
+    sampler: SamplerParams = field(default_factory=SamplerParams)
+    coldstart: ColdstartParams = field(default_factory=ColdstartParams)
+    generate: GenerateParams = field(default_factory=GenerateParams)
+    encoder: EncoderParams = field(default_factory=EncoderParams)
+    rl: RLParams = field(default_factory=RLParams)
+    reid: ReidParams = field(default_factory=ReidParams)
+    face: FaceParams = field(default_factory=FaceParams)
+    selection: SelectionParams = field(default_factory=SelectionParams)
+    variants: dict[str, Variant] = field(default_factory=_default_variants)
+    tracking: TrackingParams = field(default_factory=TrackingParams)
+
+    def variant(self, name: str) -> Variant:
+        if name not in self.variants:
+            raise ConfigError(f"variants: unknown variant {name!r}; defined: {sorted(self.variants)}")
+        return self.variants[name]
+
+
+# ------------------------------------------------------------------------------- loading
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for section {tp.__name__}, got {value!r}")
+        return _build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]", {}) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{key}.{k}", {}) for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(value, inner, key, meta)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+    lo, hi = meta.get("range", (None, None))
+    if lo is not None and value < lo or hi is not None and value > hi:
+        allowed = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+        raise ConfigError(f"{key}: value {value!r} is out of range; allowed {allowed}")
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{key}: value {value!r} is not allowed; choose one of {list(choices)}")
+    return value
+
+
+def _build(cls: type, raw: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown key {where}{unknown[0]!r}; allowed keys{' in ' + prefix if prefix else ''}: "
+            f"{sorted(fields)}")
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], key, dict(fields[name].metadata))
+    obj = cls(**kwargs)
+    # validate defaults that were not overridden too (cheap, and catches bad code defaults)
+    return obj
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and not k == "variants":
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def to_dict(params: Any) -> dict:
+    return dataclasses.asdict(params)
+
+
+def from_dict(raw: dict | None) -> Params:
+    params = _build(Params, raw or {})
+    for name, v in params.variants.items():
+        if v.synthetic != "none" and v.synthetic != "cold" and not (
+                v.synthetic.startswith("rl-") and v.synthetic[3:] in params.rl.reward_variants):
+            raise ConfigError(
+                f"variants.{name}.synthetic: value {v.synthetic!r} is not allowed; choose 'none', "
+                f"'cold' or 'rl-<name>' with <name> in rl.reward_variants {sorted(params.rl.reward_variants)}")
+        if v.selection != "none" and v.synthetic == "none":
+            raise ConfigError(f"variants.{name}.selection: {v.selection!r} needs synthetic data, "
+                              "but synthetic is 'none'")
+    if not params.seeds:
+        raise ConfigError("seeds: expected at least one seed, got []")
+    return params
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw or {}
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    """Load and validate a params file (a full file or an overlay on the toy defaults)."""
+    try:
+        return from_dict(read_yaml(path))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def profile_dict(profile: str) -> dict:
+    """The full params dict of a profile: toy defaults merged with configs/<profile>.yaml."""
+    base = to_dict(Params())
+    if profile == "toy":
+        return base
+    overlay = read_yaml(Path(__file__).resolve().parent.parent / "configs" / f"{profile}.yaml")
+    merged = _merge(base, overlay)
+    from_dict(merged)  # validate
+    return merged
+
+
+def params_hash(params: Params) -> str:
+    blob = json.dumps(to_dict(params), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
