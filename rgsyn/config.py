@@ -243,23 +243,43 @@ class SelectionParams:
 
 
 @dataclass
-class Variant:
-    synthetic: str = "none"   # none | cold | rl-<reward variant>
+class RealVariant:
+    """A row trained on the real training split only."""
+
+    random_erasing: bool = False
+
+
+@dataclass
+class SynVariant:
+    """A row trained on real + synthetic data."""
+
+    synthetic: str = "rl-full"   # cold | rl-<key of rl.reward_variants>
     selection: str = one_of("none", "random", "lookahead", default="none")
     random_erasing: bool = False
 
 
-def _default_variants() -> dict[str, Variant]:
+@dataclass
+class Variant:
+    """The resolved view of either kind of row (what `Params.variant` returns)."""
+
+    synthetic: str = "none"      # none | cold | rl-<reward variant>
+    selection: str = "none"      # none | random | lookahead
+    random_erasing: bool = False
+
+
+def _default_variants() -> dict[str, RealVariant]:
+    return {"real": RealVariant(), "real_re": RealVariant(random_erasing=True)}
+
+
+def _default_syn_variants() -> dict[str, SynVariant]:
     return {
-        "real": Variant(),
-        "real_re": Variant(random_erasing=True),
-        "syn_cold": Variant(synthetic="cold"),
-        "syn_rl": Variant(synthetic="rl-full"),
-        "ours": Variant(synthetic="rl-full", selection="lookahead"),
-        "ours_no_sem": Variant(synthetic="rl-no_sem", selection="lookahead"),
-        "ours_no_cov": Variant(synthetic="rl-no_cov", selection="lookahead"),
-        "ours_no_exp": Variant(synthetic="rl-no_exp", selection="lookahead"),
-        "ours_random_sel": Variant(synthetic="rl-full", selection="random"),
+        "syn_cold": SynVariant(synthetic="cold"),
+        "syn_rl": SynVariant(synthetic="rl-full"),
+        "ours": SynVariant(synthetic="rl-full", selection="lookahead"),
+        "ours_no_sem": SynVariant(synthetic="rl-no_sem", selection="lookahead"),
+        "ours_no_cov": SynVariant(synthetic="rl-no_cov", selection="lookahead"),
+        "ours_no_exp": SynVariant(synthetic="rl-no_exp", selection="lookahead"),
+        "ours_random_sel": SynVariant(synthetic="rl-full", selection="random"),
     }
 
 
@@ -284,13 +304,23 @@ class Params:
     reid: ReidParams = field(default_factory=ReidParams)
     face: FaceParams = field(default_factory=FaceParams)
     selection: SelectionParams = field(default_factory=SelectionParams)
-    variants: dict[str, Variant] = field(default_factory=_default_variants)
+    variants: dict[str, RealVariant] = field(default_factory=_default_variants)
+    syn_variants: dict[str, SynVariant] = field(default_factory=_default_syn_variants)
     tracking: TrackingParams = field(default_factory=TrackingParams)
 
     def variant(self, name: str) -> Variant:
-        if name not in self.variants:
-            raise ConfigError(f"variants: unknown variant {name!r}; defined: {sorted(self.variants)}")
-        return self.variants[name]
+        """The row `name` from `variants` (real only) or `syn_variants` (real + synthetic)."""
+        if name in self.variants:
+            return Variant(random_erasing=self.variants[name].random_erasing)
+        if name in self.syn_variants:
+            v = self.syn_variants[name]
+            return Variant(synthetic=v.synthetic, selection=v.selection, random_erasing=v.random_erasing)
+        raise ConfigError(f"unknown variant {name!r}; defined in variants: {sorted(self.variants)}, "
+                          f"in syn_variants: {sorted(self.syn_variants)}")
+
+    def generators(self) -> list[str]:
+        """Every synthetic generator: 'cold' and 'rl-<reward variant>'."""
+        return ["cold"] + [f"rl-{k}" for k in self.rl.reward_variants]
 
 
 # ------------------------------------------------------------------------------- loading
@@ -363,7 +393,7 @@ def _build(cls: type, raw: dict, prefix: str = "") -> Any:
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and not k == "variants":
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("variants", "syn_variants"):
             out[k] = _merge(out[k], v)
         else:
             out[k] = v
@@ -376,15 +406,14 @@ def to_dict(params: Any) -> dict:
 
 def from_dict(raw: dict | None) -> Params:
     params = _build(Params, raw or {})
-    for name, v in params.variants.items():
-        if v.synthetic != "none" and v.synthetic != "cold" and not (
-                v.synthetic.startswith("rl-") and v.synthetic[3:] in params.rl.reward_variants):
+    for name, v in params.syn_variants.items():
+        if v.synthetic not in params.generators():
             raise ConfigError(
-                f"variants.{name}.synthetic: value {v.synthetic!r} is not allowed; choose 'none', "
-                f"'cold' or 'rl-<name>' with <name> in rl.reward_variants {sorted(params.rl.reward_variants)}")
-        if v.selection != "none" and v.synthetic == "none":
-            raise ConfigError(f"variants.{name}.selection: {v.selection!r} needs synthetic data, "
-                              "but synthetic is 'none'")
+                f"syn_variants.{name}.synthetic: value {v.synthetic!r} is not allowed; choose one of "
+                f"{params.generators()} ('rl-<name>' with <name> a key of rl.reward_variants)")
+    both = sorted(set(params.variants) & set(params.syn_variants))
+    if both:
+        raise ConfigError(f"variant {both[0]!r} is defined in both variants and syn_variants")
     if not params.seeds:
         raise ConfigError("seeds: expected at least one seed, got []")
     return params
