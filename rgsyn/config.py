@@ -11,6 +11,7 @@ Each field may carry metadata: `rng(lo, hi)` for numeric bounds (inclusive, None
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import types
@@ -377,17 +378,16 @@ def _build(cls: type, raw: dict, prefix: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"unknown key {where}{unknown[0]!r}; allowed keys{' in ' + prefix if prefix else ''}: "
-            f"{sorted(fields)}")
+        bad = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        close = difflib.get_close_matches(unknown[0], list(fields), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown key {bad!r}{hint}; allowed keys{' in ' + prefix if prefix else ''}: "
+                          f"{sorted(fields)}")
     kwargs = {}
     for name, value in raw.items():
         key = f"{prefix}.{name}" if prefix else name
         kwargs[name] = _coerce(value, hints[name], key, dict(fields[name].metadata))
-    obj = cls(**kwargs)
-    # validate defaults that were not overridden too (cheap, and catches bad code defaults)
-    return obj
+    return cls(**kwargs)
 
 
 def _merge(base: dict, over: dict) -> dict:
