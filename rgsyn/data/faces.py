@@ -1,0 +1,160 @@
+"""Face dataset readers: CASIA-WebFace-style id folders, LFW-style `pairs.txt`, insightface `.bin`.
+
+- Id folders: `<root>/<identity>/<image>.jpg`; the identity is the folder name.
+- `pairs.txt` (LFW): a header `<folds> <n>` (n matched and n mismatched pairs per fold), then per
+  fold n matched lines `name i j` and n mismatched lines `name1 i name2 j`; image i of `name` is
+  `<images>/<name>/<name>_<i:04d>.jpg`. RFW's headerless pairs files are read by the same parser.
+- insightface `.bin`: a pickle of `(list of encoded images, list of issame bools)`; images 2k and
+  2k+1 form pair k. It is read with an unpickler that cannot import anything, so a malicious file
+  cannot run code: only bytes, str, numbers, bools, lists, tuples and dicts can be built.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from pathlib import Path
+
+from rgsyn.data.images import IMAGE_SUFFIXES
+from rgsyn.data.market import check_root
+from rgsyn.data.records import FaceRecord, PairSet
+from rgsyn.errors import DataError
+
+
+# ------------------------------------------------------------------------------ id folders
+def read_id_folders(root: str | os.PathLike) -> list[FaceRecord]:
+    """One record per image, sorted by (identity, file name). Files directly under root
+    (e.g. a manifest) are ignored; an identity folder without images is an error."""
+    root = check_root(root, "face id-folder")
+    records = []
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise DataError(f"face id-folder root {root} has no identity folders; expected "
+                        "<root>/<identity>/<image>.jpg")
+    for folder in folders:
+        images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise DataError(f"identity folder {folder} has no images; expected .jpg/.png files in it")
+        records.extend(FaceRecord(str(p), folder.name) for p in images)
+    return records
+
+
+# ------------------------------------------------------------------------------ pairs.txt
+def lfw_image(images: Path, name: str, index: int) -> Path:
+    return images / name / f"{name}_{index:04d}.jpg"
+
+
+def parse_pairs_file(path: str | os.PathLike, images: str | os.PathLike | None = None,
+                     header: str = "required", default_folds: int = 10) -> PairSet:
+    """Parse an LFW-style pairs file; header: "required" (LFW) or "optional" (RFW has none).
+
+    Every named image must exist. Without a header the pairs form `default_folds` equal folds."""
+    path = Path(path)
+    images = Path(images) if images is not None else path.parent
+    if not path.is_file():
+        raise DataError(f"pairs file {path} is missing; expected an LFW-style pairs.txt there")
+    lines = [(n, line.split()) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    if not lines:
+        raise DataError(f"pairs file {path} is empty; expected a '<folds> <pairs per fold>' header "
+                        "and pair lines")
+    n_folds = n_per = None
+    first = lines[0][1]
+    if len(first) == 2 and all(t.isdigit() for t in first):
+        n_folds, n_per = int(first[0]), int(first[1])
+        lines = lines[1:]
+    elif header == "required":
+        raise DataError(f"pairs file {path} line {lines[0][0]}: expected a header "
+                        f"'<folds> <pairs per fold>' (e.g. '10 300'), got {' '.join(first)!r}")
+    pairs: list[tuple[str, str, bool]] = []
+    for n, tok in lines:
+        try:
+            if len(tok) == 3:
+                a, b, same = lfw_image(images, tok[0], int(tok[1])), lfw_image(images, tok[0], int(tok[2])), True
+            elif len(tok) == 4:
+                a, b, same = lfw_image(images, tok[0], int(tok[1])), lfw_image(images, tok[2], int(tok[3])), False
+            else:
+                raise ValueError
+        except ValueError:
+            raise DataError(f"pairs file {path} line {n}: cannot parse {' '.join(tok)!r}; expected "
+                            "'name i j' (matched) or 'name1 i name2 j' (mismatched)") from None
+        for p in (a, b):
+            if not p.is_file():
+                raise DataError(f"pairs file {path} line {n} names image {p}, which does not exist; "
+                                f"expected <name>/<name>_<i:04d>.jpg under {images}")
+        pairs.append((str(a), str(b), same))
+    if n_folds is not None:
+        if n_folds < 1 or len(pairs) != 2 * n_folds * n_per:
+            raise DataError(f"pairs file {path}: header says {n_folds} folds x {n_per} matched + "
+                            f"{n_per} mismatched = {2 * n_folds * n_per} pairs, but the file has "
+                            f"{len(pairs)} pair lines")
+        return PairSet(pairs, n_folds, 2 * n_per)
+    if len(pairs) % default_folds:
+        raise DataError(f"pairs file {path} has {len(pairs)} pairs and no header; expected a multiple "
+                        f"of {default_folds} so that they split into {default_folds} equal folds")
+    return PairSet(pairs, default_folds, len(pairs) // default_folds)
+
+
+def read_pairs(set_root: str | os.PathLike) -> PairSet:
+    """A verification set folder: `<set_root>/pairs.txt` and the images `<set_root>/<name>/...`."""
+    set_root = check_root(set_root, "verification set")
+    return parse_pairs_file(set_root / "pairs.txt", set_root, header="required")
+
+
+def write_pairs(path: str | os.PathLike, folds: list[list[tuple]], header: bool = True) -> None:
+    """Write pairs in LFW order: per fold its matched `(name, i, j)` then mismatched
+    `(name1, i, name2, j)` tuples. With header, every fold must hold n matched + n mismatched."""
+    from rgsyn import io as rio
+
+    out = []
+    if header:
+        n = sum(1 for t in folds[0] if len(t) == 3)
+        out.append(f"{len(folds)}\t{n}")
+    for fold in folds:
+        for t in sorted(fold, key=len):
+            out.append("\t".join(str(x) for x in t))
+    rio.write_text(path, "\n".join(out) + "\n")
+
+
+# --------------------------------------------------------------------------- insightface .bin
+class _NoImportUnpickler(pickle.Unpickler):
+    """Refuses every global: only built-in containers and scalars can be constructed."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def read_bin(path: str | os.PathLike) -> tuple[list[bytes], list[bool]]:
+    """(encoded images, issame) from an insightface verification `.bin`, without running code."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"verification file {path} does not exist; expected an insightface .bin")
+    data = path.read_bytes()
+    try:
+        obj = _NoImportUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except pickle.UnpicklingError as e:
+        raise DataError(f"verification file {path} was refused: {e}; expected a pickle of "
+                        "(list of image bytes, list of bools) that imports nothing") from None
+    except Exception as e:  # truncated or not a pickle at all
+        raise DataError(f"verification file {path} is not a readable pickle ({type(e).__name__}: {e}); "
+                        "expected an insightface .bin") from None
+    if not (isinstance(obj, (tuple, list)) and len(obj) == 2 and isinstance(obj[0], list)
+            and isinstance(obj[1], list)):
+        raise DataError(f"verification file {path} holds a {type(obj).__name__}; expected a pair "
+                        "(list of image bytes, list of issame bools)")
+    bins, issame = obj
+    if not all(isinstance(b, (bytes, bytearray)) for b in bins):
+        raise DataError(f"verification file {path}: the image list holds non-bytes entries; "
+                        "expected encoded JPEG/PNG bytes")
+    if not all(isinstance(s, bool) for s in issame):
+        raise DataError(f"verification file {path}: the issame list holds non-bool entries")
+    if len(bins) != 2 * len(issame):
+        raise DataError(f"verification file {path} has {len(bins)} images for {len(issame)} pairs; "
+                        "expected exactly 2 images per pair")
+    return [bytes(b) for b in bins], list(issame)
+
+
+def write_bin(path: str | os.PathLike, images: list[bytes], issame: list[bool]) -> None:
+    """Write an insightface-style `.bin` (protocol 4: bytes pickle natively, nothing imported)."""
+    from rgsyn import io as rio
+
+    rio.write_bytes(path, pickle.dumps((list(images), list(issame)), protocol=4))
