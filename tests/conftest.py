@@ -1,0 +1,28 @@
+"""Shared pytest options: `--runslow` opts into slow tests, `--regen-goldens` rewrites the smoke
+goldens under benchmarks/<name>/golden_smoke.json instead of comparing against them."""
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+    parser.addoption("--regen-goldens", action="store_true", default=False,
+                     help="regenerate the smoke-profile golden metrics instead of checking them")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def mlflow_tmp(tmp_path, monkeypatch):
+    """An isolated MLflow store and working directory for a stage test."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
