@@ -1,0 +1,107 @@
+"""End-to-end smoke regression: the real stages of dvc.yaml on the smoke profile.
+
+Every metric of every `benchmarks/<name>/metrics.json` is compared with the golden value in
+`benchmarks/<name>/golden_smoke.json` within its stated tolerance (the fast-reid `verify_results`
+pattern); a failure names the metric. A second run with the same seed must give identical metrics.
+Regenerate the goldens deliberately with `pytest tests/test_regression_smoke.py --regen-goldens`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from pipeline_runner import REPO, prepare, run_all
+
+BENCHMARKS = ("market1501", "cuhk03", "casia_face", "rfw_bias")
+# Wall-clock and machine-dependent values are reported but never compared.
+VOLATILE = ("seconds", "per_second", "throughput")
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, float]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(flatten(v, key))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            if not any(tag in key for tag in VOLATILE):
+                out[key] = float(v)
+    return out
+
+
+def tolerance(key: str, value: float) -> float:
+    """Stated tolerances: fractions (accuracy, mAP, CMC) +-0.05 absolute; other values 10% relative."""
+    if 0.0 <= value <= 1.0 and not key.split(".")[-1].startswith(("frechet", "n_")):
+        return 0.05
+    return max(abs(value) * 0.10, 1e-6)
+
+
+def verify_results(metrics: dict[str, float], golden: dict[str, dict], bench: str) -> list[str]:
+    failures = []
+    for key, spec in golden.items():
+        if key not in metrics:
+            failures.append(f"{bench}: metric {key} is missing (expected {spec['expected']})")
+            continue
+        got, exp, tol = metrics[key], spec["expected"], spec["tolerance"]
+        if not (math.isfinite(got) and abs(got - exp) <= tol):
+            failures.append(f"{bench}: metric {key} = {got:.6g}, expected {exp:.6g} +- {tol:.3g}")
+    for key in sorted(set(metrics) - set(golden)):
+        failures.append(f"{bench}: metric {key} has no golden value (run with --regen-goldens)")
+    return failures
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("smoke")
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+    runs = []
+    for name in ("run1", "run2"):
+        work = prepare(root / name)
+        timings = run_all(work)
+        runs.append((work, timings))
+    mp.undo()
+    return runs
+
+
+def load_metrics(work: Path, bench: str) -> dict[str, float]:
+    return flatten(json.loads((work / "benchmarks" / bench / "metrics.json").read_text()))
+
+
+@pytest.mark.regression_test
+def test_smoke_metrics_match_goldens(smoke_runs, request):
+    work, timings = smoke_runs[0]
+    print("\nsmoke stage timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    print(f"smoke total: {sum(timings.values()):.1f}s over {len(timings)} stages")
+    failures = []
+    for bench in BENCHMARKS:
+        metrics = load_metrics(work, bench)
+        assert metrics, f"{bench}: metrics.json is empty"
+        golden_file = REPO / "benchmarks" / bench / "golden_smoke.json"
+        if request.config.getoption("--regen-goldens"):
+            golden = {k: {"expected": v, "tolerance": tolerance(k, v)} for k, v in sorted(metrics.items())}
+            golden_file.write_text(json.dumps(golden, indent=2) + "\n")
+            continue
+        assert golden_file.is_file(), f"{golden_file} is missing: run pytest --regen-goldens"
+        failures += verify_results(metrics, json.loads(golden_file.read_text()), bench)
+    assert not failures, "smoke metrics regressed:\n" + "\n".join(failures)
+
+
+@pytest.mark.regression_test
+def test_smoke_same_seed_same_metrics(smoke_runs):
+    (a, _), (b, _) = smoke_runs
+    for bench in BENCHMARKS:
+        ma, mb = load_metrics(a, bench), load_metrics(b, bench)
+        diff = {k: (ma[k], mb.get(k)) for k in ma if ma[k] != mb.get(k)}
+        assert not diff, f"{bench}: a second run with the same seed differs: {diff}"
+
+
+@pytest.mark.regression_test
+def test_smoke_report_is_rendered(smoke_runs):
+    work, _ = smoke_runs[0]
+    html = (work / "reports" / "report.html").read_text()
+    assert "Market-1501" in html and "CUHK03" in html and "RFW" in html
+    assert list((work / "reports" / "tables").glob("*.md")), "no Markdown tables were rendered"
