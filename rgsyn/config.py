@@ -86,6 +86,7 @@ class DataParams:
     world: bool = True           # toy/smoke: build the toy world; paper: only check the real data
     out: str = "data/world"
     seed: int = rng(0, None, 0)
+    workers: int = rng(1, 64, 2)  # processes that render the toy world (the bytes do not depend on it)
     market: PersonWorld = field(default_factory=PersonWorld)
     cuhk03: PersonWorld = field(default_factory=lambda: PersonWorld(
         n_train_ids=32, n_test_ids=32, n_cams=2, cams_per_id=2, imgs_per_id_cam=4,
