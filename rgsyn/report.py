@@ -1,0 +1,168 @@
+"""`rgsyn report`: every table of the paper next to the suite's numbers, the figures and a
+self-contained `reports/report.html`.
+
+Inputs, and nothing else: `benchmarks/*/metrics.json`, `benchmarks/*/paper.yaml` and the MLflow
+runs of this experiment (RL reward curves, sample grids of the generate runs, the pipeline run).
+Anything absent is shown as "not run". Outputs:
+    reports/tables/*.md, *.tex    one Markdown and one booktabs LaTeX file per table
+    reports/figures/*.png         ablation bars, RFW per-group bars, reward curves, sample grids
+    reports/report.html           all of it, images inlined
+The reports folder is logged as an artifact of the `report` stage run, which then closes the
+pipeline's parent run.
+
+    rgsyn report --params params.yaml
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from rgsyn import io, paths, tracking
+from rgsyn.config import Params, params_hash
+from rgsyn.report_figures import REWARD_METRICS, ablation_bars, reward_curves, rfw_group_bars
+from rgsyn.report_html import Section, render
+from rgsyn.report_tables import as_records, build_tables, load_benchmarks, write_tables
+
+TOY_NOTE = (
+    "<b>Profile <code>{profile}</code>.</b> These numbers come from the embedded toy identity world "
+    "(procedural persons and faces at tiny image sizes, small backbones, minutes of CPU training). They "
+    "are <b>not comparable in absolute value</b> with the paper's, which were measured on the real "
+    "datasets with ResNet-50/ViT backbones; the Δ columns are shown for completeness, not as a verdict. "
+    "What the toy profile can check is the direction of the effects (does RL-tuned synthetic data with "
+    "selection beat the real-only baseline, does each reward term help). Run the "
+    "<code>paper</code> profile on the real datasets to compare magnitudes.")
+
+
+# ------------------------------------------------------------------------------- MLflow
+def _client(params: Params):
+    import mlflow
+
+    return mlflow.tracking.MlflowClient(tracking_uri=tracking.tracking_uri(params))
+
+
+def _newest_stage_runs(client, params: Params, stage: str) -> list:
+    """The newest run per run name among the runs tagged rgsyn.stage == stage."""
+    exp = client.get_experiment_by_name(params.tracking.experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`rgsyn.stage` = '{stage}'",
+                              order_by=["attributes.start_time DESC"], max_results=5000)
+    newest: dict[str, object] = {}
+    for r in runs:
+        name = r.data.tags.get("mlflow.runName", r.info.run_id)
+        newest.setdefault(name, r)
+    return [newest[k] for k in sorted(newest)]
+
+
+def reward_histories(client, params: Params) -> pd.DataFrame:
+    """Long frame (run, step, metric, value) of the RL runs' reward/KL/gold histories."""
+    recs = []
+    for r in _newest_stage_runs(client, params, "rl"):
+        name = r.data.tags.get("mlflow.runName", r.info.run_id)
+        if r.info.status != "FINISHED":
+            name = f"{name} ({r.info.status.lower()})"
+        for m in REWARD_METRICS:
+            for h in client.get_metric_history(r.info.run_id, m):
+                recs.append({"run": name, "step": h.step, "metric": m, "value": h.value})
+    return pd.DataFrame(recs, columns=["run", "step", "metric", "value"])
+
+
+def _pngs(client, run_id: str, path: str | None = None, depth: int = 0) -> list[str]:
+    found = []
+    for a in client.list_artifacts(run_id, path):
+        if a.is_dir and depth < 4:
+            found += _pngs(client, run_id, a.path, depth + 1)
+        elif a.path.lower().endswith(".png"):
+            found.append(a.path)
+    return found
+
+
+def sample_grids(client, params: Params, fig_dir: Path) -> list[tuple[str, Path]]:
+    """Copy the PNG artifacts of the newest generate runs into reports/figures/."""
+    out = []
+    for r in _newest_stage_runs(client, params, "generate"):
+        name = r.data.tags.get("mlflow.runName", r.info.run_id)
+        pngs = sorted(_pngs(client, r.info.run_id), key=lambda p: ("grid" not in p.lower(), p))
+        for k, art in enumerate(pngs[:2]):
+            with tempfile.TemporaryDirectory() as tmp:
+                local = client.download_artifacts(r.info.run_id, art, tmp)
+                safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+                dest = fig_dir / f"samples_{safe}{'' if k == 0 else f'_{k}'}.png"
+                with io.atomic_path(dest) as t:
+                    shutil.copyfile(local, t)
+            out.append((f"{name}: {art}", dest))
+    return out
+
+
+def pipeline_info(client, stage_run) -> dict[str, str]:
+    parent = stage_run.run.data.tags.get("mlflow.parentRunId")
+    if not parent:
+        return {}
+    try:
+        run = client.get_run(parent)
+    except Exception:  # the parent was deleted or lives in another store
+        return {}
+    started = dt.datetime.fromtimestamp(run.info.start_time / 1000, dt.timezone.utc)
+    return {"run_id": parent, "commit": run.data.tags.get("rgsyn.commit", "unknown"),
+            "params_hash": run.data.tags.get("rgsyn.params_hash", "unknown"),
+            "started": started.strftime("%Y-%m-%d %H:%M UTC")}
+
+
+# --------------------------------------------------------------------------------- stage
+def build_report(params: Params, out_dir: Path, client=None, stage_run=None) -> Path:
+    """Write tables, figures and report.html under out_dir; MLflow parts need a client."""
+    tables_dir, fig_dir = out_dir / "tables", out_dir / "figures"
+    benches = load_benchmarks(Path("."))
+    variants = [*params.variants, *getattr(params, "syn_variants", {})]
+    tables = build_tables(benches, params.profile, variants)
+    write_tables(tables, tables_dir)
+    by_name = {t.name: t for t in tables}
+    records = as_records(benches)
+
+    ablation_png = ablation_bars(records, fig_dir / "ablation_bars.png")
+    rfw_png = rfw_group_bars(records, fig_dir / "rfw_groups.png")
+    curves = reward_histories(client, params) if client else pd.DataFrame(columns=["run", "step", "metric", "value"])
+    curves_png = reward_curves(curves, fig_dir / "reward_curves.png")
+    grids = sample_grids(client, params, fig_dir) if client else []
+    pipe = pipeline_info(client, stage_run) if client and stage_run else {}
+
+    commit = pipe.get("commit") or tracking.git_commit()
+    meta = [("commit", commit), ("params hash", pipe.get("params_hash") or params_hash(params)),
+            ("profile", params.profile), ("seeds (params)", ", ".join(map(str, params.seeds))),
+            ("report date", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+            ("pipeline run", f"{pipe['run_id']} (started {pipe['started']})" if pipe else "not found in MLflow")]
+    note = TOY_NOTE.format(profile=params.profile) if params.profile != "paper" else None
+    variants_note = ("Variants: " + ", ".join(f"<code>{v}</code>" for v in variants)
+                     + ". Rows name the suite variant in brackets; the paper's method rows map onto them "
+                       "as recorded in <code>benchmarks/*/paper.yaml</code>.")
+    sections = [
+        Section("Person re-identification", [by_name["table1_reid"]], text=[f"<p>{variants_note}</p>"]),
+        Section("Face verification", [by_name["table2_face"]]),
+        Section("Bias (RFW)", [by_name["table3_rfw"]], figures=[("RFW accuracy per group", rfw_png)]),
+        Section("Ablations", [by_name["ablation"], by_name["claims"]],
+                figures=[("Ablation bars (headline metric per benchmark)", ablation_png)]),
+        Section("Generation quality", [by_name["generation"]],
+                figures=[("RL reward curves (MLflow, newest run per name)", curves_png)]),
+        Section("Synthetic samples next to real ones", grid=True,
+                figures=grids or [("Sample grids of the generate runs (MLflow artifacts)", None)]),
+        Section("Privacy (memorisation)", [by_name["privacy"]]),
+    ]
+    html_path = out_dir / "report.html"
+    io.write_text(html_path, render("rgsyn reproduction report", meta, note, sections))
+    return html_path
+
+
+def run(params: Params) -> Path:
+    """The `report` stage: render everything, log it to MLflow, close the pipeline run."""
+    out_dir = paths.reports_dir()
+    with tracking.stage_run(params, "report") as srun:
+        html_path = build_report(params, out_dir, client=_client(params), stage_run=srun)
+        srun.log_artifacts(out_dir, artifact_path="reports")
+    tracking.close_pipeline_run(params)
+    print(f"wrote {html_path} and {out_dir / 'tables'}/, {out_dir / 'figures'}/")
+    return html_path
