@@ -1,0 +1,180 @@
+"""`rgsyn data check`: read a dataset folder with the real reader, open every image, count.
+
+The summary gives ids and images per split and, for the `paper` profile, whether the counts are
+the official ones (PAPER.md: "Downstream protocols"); for toy/smoke data `official_match` is null.
+Any layout problem or unreadable image raises one `DataError` (the CLI prints it and exits 2).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tqdm import tqdm
+
+from rgsyn.data.cuhk03 import MODES, read_cuhk03
+from rgsyn.data.faces import read_bin, read_id_folders, read_pairs
+from rgsyn.data.images import IMAGE_SUFFIXES, decode_bytes, verify_image
+from rgsyn.data.market import check_root, read_market1501
+from rgsyn.data.rfw import read_rfw
+from rgsyn.errors import DataError
+from rgsyn.paths import RFW_GROUPS, VERIFICATION_SETS
+
+# Official counts (PAPER.md; Market/CUHK03 as counted by torchreid: junk -1 excluded, 0000 kept).
+OFFICIAL = {
+    "market1501": {"train": {"ids": 751, "images": 12936}, "query": {"images": 3368},
+                   "gallery": {"images": 15913}},
+    "cuhk03": {
+        "labeled": {"train": {"ids": 767, "images": 7368}, "query": {"ids": 700, "images": 1400},
+                    "gallery": {"ids": 700, "images": 5328}},
+        "detected": {"train": {"ids": 767, "images": 7365}, "query": {"ids": 700, "images": 1400},
+                     "gallery": {"ids": 700, "images": 5332}},
+    },
+    # the full CASIA-WebFace; the paper trains on a subset of unreported size
+    "casia_face": {"ids": 10575, "images": 494414},
+    "verification": {"lfw": 6000, "agedb": 6000, "calfw": 6000, "cfp_fp": 7000, "cplfw": 6000},
+    "rfw_bias": {g: 6000 for g in RFW_GROUPS},
+}
+BIN_NAMES = {"agedb": ("agedb.bin", "agedb_30.bin")}
+CHECKS = ("market1501", "cuhk03", "casia_face", "rfw_bias", "verification", "prior")
+
+
+def _verify_all(paths, desc: str, progress: bool) -> int:
+    n = 0
+    for p in tqdm(paths, desc=f"check {desc}", unit="img", disable=not progress, leave=False):
+        verify_image(p)
+        n += 1
+    return n
+
+
+def _match(counts: dict, official: dict) -> bool:
+    """True if every official number equals the counted one (nested dicts)."""
+    for k, v in official.items():
+        if isinstance(v, dict):
+            if not isinstance(counts.get(k), dict) or not _match(counts[k], v):
+                return False
+        elif counts.get(k) != v:
+            return False
+    return True
+
+
+def _reid_summary(splits_all, splits) -> dict:
+    gallery_all = splits_all.gallery
+    return {"splits": splits.counts(),
+            "junk_images": sum(r.pid == -1 for r in gallery_all + splits_all.query + splits_all.train),
+            "distractor_images": sum(r.pid == 0 for r in gallery_all)}
+
+
+def _check_market(root: Path, progress: bool) -> tuple[dict, dict]:
+    with_junk = read_market1501(root, keep_junk=True)
+    recs = with_junk.train + with_junk.query + with_junk.gallery
+    n = _verify_all([r.path for r in recs], "market1501", progress)
+    out = _reid_summary(with_junk, read_market1501(root))
+    out["images_checked"] = n
+    return out, out["splits"]
+
+
+def _check_cuhk03(root: Path, progress: bool) -> tuple[dict, dict]:
+    modes = [m for m in MODES if (root / m).is_dir()]
+    if not modes:
+        raise DataError(f"CUHK03-NP root {root} has neither labeled/ nor detected/; expected "
+                        f"{root}/labeled/ and {root}/detected/, each with bounding_box_train/, "
+                        "bounding_box_test/ and query/")
+    out, counts, n = {"modes": {}}, {}, 0
+    for mode in modes:
+        splits = read_cuhk03(root, mode)
+        n += _verify_all([r.path for r in splits.train + splits.query + splits.gallery],
+                         f"cuhk03 {mode}", progress)
+        out["modes"][mode] = {"splits": splits.counts()}
+        counts[mode] = splits.counts()
+    out["images_checked"] = n
+    return out, counts
+
+
+def _check_casia(root: Path, progress: bool) -> tuple[dict, dict]:
+    recs = read_id_folders(root)
+    n = _verify_all([r.path for r in recs], "casia_face", progress)
+    per_id: dict[str, int] = {}
+    for r in recs:
+        per_id[r.identity] = per_id.get(r.identity, 0) + 1
+    counts = {"ids": len(per_id), "images": len(recs)}
+    return {**counts, "min_images_per_id": min(per_id.values()),
+            "max_images_per_id": max(per_id.values()), "images_checked": n}, counts
+
+
+def _pairs_images(pairset) -> list[str]:
+    return sorted({p for a, b, _ in pairset.pairs for p in (a, b)})
+
+
+def _check_verification(root: Path, progress: bool) -> tuple[dict, dict]:
+    out, counts, n = {"sets": {}}, {}, 0
+    for name in VERIFICATION_SETS:
+        folder = root / name
+        bins = [root / b for b in BIN_NAMES.get(name, ()) + (f"{name}.bin",) if (root / b).is_file()]
+        if (folder / "pairs.txt").is_file():
+            ps = read_pairs(folder)
+            n += _verify_all(_pairs_images(ps), name, progress)
+            out["sets"][name] = {"format": "pairs.txt", **ps.counts()}
+            counts[name] = len(ps.pairs)
+        elif bins:
+            images, issame = read_bin(bins[0])
+            for i, data in enumerate(tqdm(images, desc=f"check {name}", disable=not progress, leave=False)):
+                decode_bytes(data, f"{bins[0]} image {i}")
+            n += len(images)
+            out["sets"][name] = {"format": "bin", "pairs": len(issame), "matched": sum(issame),
+                                 "mismatched": len(issame) - sum(issame), "images": len(images)}
+            counts[name] = len(issame)
+        else:
+            raise DataError(f"verification set {name!r} is missing under {root}; expected "
+                            f"{folder}/pairs.txt with its images, or {root}/{name}.bin")
+    out["images_checked"] = n
+    return out, counts
+
+
+def _check_rfw(root: Path, progress: bool) -> tuple[dict, dict]:
+    sets = read_rfw(root)
+    out, counts, n = {"groups": {}}, {}, 0
+    for group, ps in sets.items():
+        data = root / "test" / "data" / group
+        files = sorted(p for p in data.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"RFW group folder {data} has no images; expected <id>/<id>_<i:04d>.jpg")
+        n += _verify_all(files, f"rfw {group}", progress)
+        out["groups"][group] = {**ps.counts(), "images_in_folder": len(files)}
+        counts[group] = len(ps.pairs)
+    out["images_checked"] = n
+    return out, counts
+
+
+def _check_prior(root: Path, progress: bool) -> tuple[dict, dict]:
+    recs = read_id_folders(root)   # one folder per class, the same layout as id folders
+    n = _verify_all([r.path for r in recs], "prior", progress)
+    counts = {"classes": len({r.identity for r in recs}), "images": len(recs)}
+    return {**counts, "images_checked": n}, counts
+
+
+def check_dataset(benchmark: str, root: str | os.PathLike, profile: str = "paper",
+                  progress: bool = True) -> dict:
+    """Check one dataset folder; returns a JSON-able summary (see the module docstring).
+
+    benchmark: market1501 | cuhk03 | casia_face | rfw_bias, plus `verification` (a folder with
+    lfw/ agedb/ calfw/ cfp_fp/ cplfw/ pairs folders or insightface .bin files) and `prior`."""
+    fn = {"market1501": _check_market, "cuhk03": _check_cuhk03, "casia_face": _check_casia,
+          "rfw_bias": _check_rfw, "verification": _check_verification, "prior": _check_prior}.get(benchmark)
+    if fn is None:
+        raise DataError(f"unknown benchmark {benchmark!r}; expected one of {list(CHECKS)}")
+    root = check_root(root, benchmark)
+    summary, counts = fn(root, progress)
+    official = OFFICIAL.get(benchmark)
+    if profile == "paper" and official is not None:
+        if benchmark == "cuhk03":
+            match = all(_match(counts[m], official[m]) for m in counts)
+        else:
+            match = _match(counts, official)
+    else:
+        match = None
+    summary.update({"benchmark": benchmark, "root": str(root), "profile": profile, "ok": True,
+                    "official": official, "official_match": match})
+    if benchmark == "casia_face":
+        summary["official_note"] = ("official = the full CASIA-WebFace; the paper trains on a subset "
+                                    "of unreported size, so a subset does not match")
+    return summary
