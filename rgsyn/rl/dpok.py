@@ -1,0 +1,99 @@
+"""The DPOK objective (PAPER.md, step 3): clipped policy gradient over the denoising chain plus a
+per-step KL penalty to the pre-RL model.
+
+Every denoising step of the stochastic DDIM sampler is a Gaussian policy
+``pi(x_{t-1} | x_t) = N(mu_theta(x_t, t, y), sigma_t^2 I)``. For a recorded transition with
+log-probability ``logp_old`` (at rollout time) and ``logp_new`` (current weights):
+
+    ratio = exp(logp_new - logp_old)
+    L_pg  = mean( max(-A * ratio, -A * clip(ratio, 1 - c, 1 + c)) )        (PPO-style clipping)
+    L     = L_pg + kl_coef * mean( KL(pi_theta(.|x_t) || pi_ref(.|x_t)) )
+
+``A`` is the trajectory's advantage (every step of a trajectory shares it). The reference
+``pi_ref`` is the same network with its LoRA adapter disabled (the cold-started generator), and the
+KL between two diagonal Gaussians is taken in closed form (``gaussian_kl``); with the same
+``sigma_t`` for both it is ``||mu_theta - mu_ref||^2 / (2 sigma_t^2)``.
+
+Clipping, as specified: for ``A > 0`` the gradient is zero once ``ratio > 1 + c``; for ``A < 0`` it is
+zero once ``ratio < 1 - c``; on the other side the unclipped (pessimistic) term keeps its gradient.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+
+@contextlib.contextmanager
+def adapter_disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` as its reference: every peft adapter layer switched off, then restored.
+
+    Works however the adapter was attached (``peft.inject_adapter_in_model``, a ``PeftModel``, or
+    diffusers' ``add_adapter``), because it toggles the peft tuner layers themselves.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    was_disabled = [m.disable_adapters for m in layers]
+    trainable = {id(p): p.requires_grad for m in layers for p in m.parameters()}
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield model
+    finally:
+        for m, off in zip(layers, was_disabled):
+            m.enable_adapters(not off)
+        for m in layers:  # enable_adapters toggles requires_grad; put back what it was
+            for p in m.parameters():
+                p.requires_grad_(trainable[id(p)])
+
+
+def gaussian_kl(mean_p: Tensor, std_p: Tensor | float, mean_q: Tensor, std_q: Tensor | float) -> Tensor:
+    """``KL(N(mean_p, std_p^2) || N(mean_q, std_q^2))`` of diagonal Gaussians, summed over all but
+    the first (batch) dimension; std may be a tensor broadcastable to the means or a float."""
+    mean_p, mean_q = mean_p.float(), mean_q.float()
+    std_p = torch.as_tensor(std_p, dtype=torch.float32, device=mean_p.device)
+    std_q = torch.as_tensor(std_q, dtype=torch.float32, device=mean_p.device)
+    var_p, var_q = std_p ** 2, std_q ** 2
+    kl = torch.log(std_q / std_p) + (var_p + (mean_p - mean_q) ** 2) / (2 * var_q) - 0.5
+    kl = kl.expand_as(mean_p) if kl.shape != mean_p.shape else kl
+    return kl.flatten(1).sum(1)
+
+
+def clipped_policy_loss(logp_new: Tensor, logp_old: Tensor, advantages: Tensor,
+                        clip_range: float) -> tuple[Tensor, dict[str, float]]:
+    """``mean(max(-A * r, -A * clip(r, 1 - c, 1 + c)))`` with ``r = exp(logp_new - logp_old)``.
+
+    All inputs have the same shape (any); returns the loss and ratio statistics
+    (``ratio_mean/min/max``, ``clip_frac`` = share of entries with ``|r - 1| > c``).
+    """
+    log_ratio = logp_new.float() - logp_old.float().detach()
+    ratio = torch.exp(log_ratio)
+    adv = advantages.float().detach()
+    unclipped = -adv * ratio
+    clipped = -adv * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    loss = torch.maximum(unclipped, clipped).mean()
+    with torch.no_grad():
+        stats = {
+            "ratio_mean": float(ratio.mean()),
+            "ratio_min": float(ratio.min()),
+            "ratio_max": float(ratio.max()),
+            "clip_frac": float(((ratio - 1.0).abs() > clip_range).float().mean()),
+        }
+    return loss, stats
+
+
+def dpok_loss(logp_new: Tensor, logp_old: Tensor, advantages: Tensor, clip_range: float,
+              kl: Tensor | None = None, kl_coef: float = 0.0) -> tuple[Tensor, dict[str, float]]:
+    """``L_pg + kl_coef * mean(KL)``; ``kl`` is the per-transition closed-form KL (same shape as the
+    log-probs) or None. Returns the loss and statistics (ratio, clip fraction, ``pg_loss``, ``kl``)."""
+    pg, stats = clipped_policy_loss(logp_new, logp_old, advantages, clip_range)
+    stats["pg_loss"] = float(pg.detach())
+    if kl is None:
+        stats["kl"] = 0.0
+        return pg, stats
+    kl_mean = kl.float().mean()
+    stats["kl"] = float(kl_mean.detach())
+    return pg + kl_coef * kl_mean, stats
