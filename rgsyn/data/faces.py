@@ -116,11 +116,15 @@ def write_pairs(path: str | os.PathLike, folds: list[list[tuple]], header: bool 
 
 
 # --------------------------------------------------------------------------- insightface .bin
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
 class _NoImportUnpickler(pickle.Unpickler):
     """Refuses every global: only built-in containers and scalars can be constructed."""
 
     def find_class(self, module, name):
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        raise _Refused(f"refusing to load {module}.{name}")
 
 
 def read_bin(path: str | os.PathLike) -> tuple[list[bytes], list[bool]]:
@@ -131,7 +135,7 @@ def read_bin(path: str | os.PathLike) -> tuple[list[bytes], list[bool]]:
     data = path.read_bytes()
     try:
         obj = _NoImportUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except pickle.UnpicklingError as e:
+    except _Refused as e:
         raise DataError(f"verification file {path} was refused: {e}; expected a pickle of "
                         "(list of image bytes, list of bools) that imports nothing") from None
     except Exception as e:  # truncated or not a pickle at all

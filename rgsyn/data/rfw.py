@@ -13,12 +13,16 @@ from rgsyn.paths import RFW_GROUPS
 
 def read_rfw(root: str | os.PathLike, groups=RFW_GROUPS) -> dict[str, PairSet]:
     root = check_root(root, "RFW")
-    out = {}
     for group in groups:
         data = root / "test" / "data" / group
         if not data.is_dir():
             raise DataError(f"RFW group folder {data} is missing; expected test/data/{group}/ "
                             f"under {root}")
-        out[group] = parse_pairs_file(root / "test" / "txts" / group / f"{group}_pairs.txt", data,
-                                      header="optional")
-    return out
+    for group in groups:
+        txt = root / "test" / "txts" / group / f"{group}_pairs.txt"
+        if not txt.is_file():
+            raise DataError(f"RFW pairs file {txt} is missing; expected test/txts/{group}/"
+                            f"{group}_pairs.txt under {root}")
+    return {group: parse_pairs_file(root / "test" / "txts" / group / f"{group}_pairs.txt",
+                                    root / "test" / "data" / group, header="optional")
+            for group in groups}

@@ -101,8 +101,8 @@ def camera(seed: int, world: str, cam: int) -> dict:
     style = STYLES[world]
     if style.indoor:
         # two cameras of opposite viewpoint and strong, opposite tints (CUHK03 look)
-        tint = [(0.82, 0.95, 1.22), (1.2, 1.06, 0.8)][cam % 2]
-        views = [(0.8, 0.1, 0.1), (0.1, 0.8, 0.1)][cam % 2]
+        tint = [(0.9, 0.97, 1.12), (1.1, 1.03, 0.9)][cam % 2]
+        views = [(0.65, 0.2, 0.15), (0.2, 0.65, 0.15)][cam % 2]
         wall = jitter_colour(rng, [(190, 180, 160), (150, 160, 170)][cam % 2], 10)
         ground = jitter_colour(rng, (110, 100, 90), 10)
     else:

@@ -157,7 +157,7 @@ def _pair_set(seed: int, set_name: str, n_pairs: int, spec: tuple, size: int, ro
     jobs, folds, k = [], [], 0
     for fold in range(10):
         ids = []
-        for i in range(m):
+        for i in range(max(m, 2)):   # a mismatched pair needs two identities in the fold
             g = group or RFW_GROUPS[(fold * m + i) % len(RFW_GROUPS)]
             name = names.format(k=k)
             ids.append((name, g))
@@ -165,12 +165,11 @@ def _pair_set(seed: int, set_name: str, n_pairs: int, spec: tuple, size: int, ro
                 jobs.append(_face_job(f"{image_dir}/{name}/{name}_{image_no:04d}.jpg", set_name, k, g,
                                       image_no, yaw, age, size))
             k += 1
-        lines = [(name, 1, 2) for name, _ in ids]
-        order = rng.permutation(m)
-        for i in order:
+        lines = [(name, 1, 2) for name, _ in ids[:m]]
+        for i in rng.permutation(m):
             name, g = ids[i]
-            pool = [j for j in range(m) if j != i and (not same_group or ids[j][1] == g)]
-            pool = pool or [j for j in range(m) if j != i]
+            pool = [j for j in range(len(ids)) if j != i and (not same_group or ids[j][1] == g)]
+            pool = pool or [j for j in range(len(ids)) if j != i]
             j = pool[int(rng.integers(len(pool)))]
             lines.append((name, 1, ids[j][0], 2))
         folds.append(lines)
