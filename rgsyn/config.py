@@ -107,7 +107,7 @@ class DiTArch:
     num_layers: int = rng(1, None, 4)
     num_attention_heads: int = rng(1, None, 4)
     attention_head_dim: int = rng(4, None, 24)
-    num_classes: int = rng(1, None, 10)
+    num_classes: int = rng(0, None, 0)     # 0 = one per class folder of the prior domain
 
 
 @dataclass
@@ -180,6 +180,9 @@ class RLParams:
     open_clip_checkpoint: str = ""
     hacking_guard: str = one_of("off", "warn", "stop", default="warn")
     hacking_window: int = rng(2, None, 4)
+    hacking_tolerance: float = rng(0.0, 1.0, 0.05)  # gold drop (accuracy) that counts as falling
+    train_timesteps: int = rng(0, None, 4)    # denoising steps per trajectory in each update (random subset; 0 = all)
+    ref_images_per_id: int = rng(0, None, 0)  # real images per identity for prototypes/F_ref (0 = all)
     checkpoint_every: int = rng(1, None, 4)
     reward_variants: dict[str, RewardWeights] = field(default_factory=lambda: {
         "full": RewardWeights(),
@@ -195,6 +198,7 @@ class EncoderParams:
 
     seed: int = rng(0, None, 0)
     gold_seed: int = rng(0, None, 1)
+    epochs: int = rng(0, None, 0)    # training epochs of each encoder; 0 = reid.epochs / face.epochs
 
 
 # ---------------------------------------------------------------------------- downstream
