@@ -151,6 +151,7 @@ def build_report(params: Params, out_dir: Path, client=None, stage_run=None) -> 
         Section("Synthetic samples next to real ones", grid=True,
                 figures=grids or [("Sample grids of the generate runs (MLflow artifacts)", None)]),
         Section("Privacy (memorisation)", [by_name["privacy"]]),
+        Section("Reference numbers", [by_name["references"]]),
     ]
     html_path = out_dir / "report.html"
     io.write_text(html_path, render("rgsyn reproduction report", meta, note, sections))

@@ -47,9 +47,10 @@ def ablation_bars(records: pd.DataFrame, out: Path) -> Path | None:
         df = _percent(records[(records.benchmark == b) & (records.metric == m)
                               & records.variant.isin(ABLATION_VARIANTS)])
         order = [v for v in ABLATION_VARIANTS if v in set(df.variant)]
+        colours = {v: ("#d9822b" if v == "ours" else "#9aa5b8" if v == "real" else "#4c72b0") for v in order}
         sns.barplot(data=df, x="variant", y="value", order=order, errorbar="sd", ax=ax,
-                    hue="variant", hue_order=order, palette="crest", legend=False, capsize=0.15)
-        sns.stripplot(data=df, x="variant", y="value", order=order, color="0.15", size=4, ax=ax)
+                    hue="variant", hue_order=order, palette=colours, legend=False, capsize=0.15)
+        sns.stripplot(data=df, x="variant", y="value", order=order, color="0.1", size=4, jitter=0.15, ax=ax)
         lo, hi = df.value.min(), df.value.max()
         pad = max((hi - lo) * 0.6, 1.0)
         ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))

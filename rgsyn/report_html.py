@@ -26,6 +26,7 @@ th.grp{text-align:center;border-bottom:1px solid #8a93a5}
 .notes{font-size:12px;color:#596275;margin:.2em 0 1em;padding-left:1.2em}
 .fig{margin:10px 0 18px}.fig img{max-width:100%;border:1px solid #e3e6ec}.fig p{font-size:12px;color:#596275;margin:.2em 0}
 .grid{display:flex;flex-wrap:wrap;gap:14px}.grid .fig{flex:0 1 auto;max-width:48%}.notrun{color:#a33;font-style:italic}
+.toc{font-size:13px;margin:10px 0 4px}.toc a{color:#2b5fab;text-decoration:none}
 code{background:#eef0f4;padding:0 3px;border-radius:3px}
 """
 
@@ -100,8 +101,10 @@ def render(title: str, meta: list[tuple[str, str]], note: str | None, sections: 
             + "</table>"]
     if note:
         body.append(f'<div class="note">{note}</div>')
-    for s in sections:
-        body.append(f"<h2>{html.escape(s.title)}</h2>")
+    body.append('<nav class="toc">' + " · ".join(
+        f'<a href="#s{i}">{html.escape(s.title)}</a>' for i, s in enumerate(sections)) + "</nav>")
+    for i, s in enumerate(sections):
+        body.append(f'<h2 id="s{i}">{html.escape(s.title)}</h2>')
         body += s.text
         body += [table_html(t) for t in s.tables]
         figs = []

@@ -389,6 +389,20 @@ def table_privacy(b: dict[str, Benchmark]) -> Table:
         "The paper publishes no memorisation numbers."])
 
 
+def table_references(b: dict[str, Benchmark]) -> Table:
+    """Numbers of other public systems listed in paper.yaml `references` (orientation only)."""
+    lines = []
+    for bn in paths.BENCHMARKS:
+        for ref in (b[bn].paper or {}).get("references") or []:
+            vals = ", ".join(f"{METRICS[bn][k][0]} {fmt_num(float(v), b[bn].decimals)}"
+                             for k, v in ref["values"].items() if v is not None and k in METRICS[bn])
+            lines.append([DATASET_NAMES[bn], ref["method"], vals, " ".join(str(ref.get("source", "")).split())])
+    return Table("references", "Reference numbers of other public systems (published, for orientation)",
+                 pd.DataFrame(lines, columns=["Benchmark", "System", "Published (%)", "Source"]), n_label_cols=4,
+                 notes=["Not produced by the suite and not comparable with the toy profile; listed in "
+                        "benchmarks/*/paper.yaml under 'references'."])
+
+
 # ---------------------------------------------------------------------------------- output
 def to_markdown(t: Table) -> str:
     out = [f"### {t.title}", ""]
@@ -444,7 +458,8 @@ def to_latex(t: Table) -> str:
 
 def build_tables(benches: dict[str, Benchmark], profile: str, variants: list[str] = ()) -> list[Table]:
     return [table_reid(benches, profile), table_face(benches, profile), table_rfw(benches, profile),
-            table_ablation(benches, list(variants)), table_claims(benches), table_generation(benches), table_privacy(benches)]
+            table_ablation(benches, list(variants)), table_claims(benches), table_generation(benches), table_privacy(benches),
+            table_references(benches)]
 
 
 def write_tables(tables: list[Table], out_dir: Path) -> list[Path]:
