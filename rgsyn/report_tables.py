@@ -76,6 +76,11 @@ class Benchmark:
     def decimals(self) -> int:
         return int((self.paper or {}).get("decimals", DEFAULT_DECIMALS.get(self.name, 1)))
 
+    @property
+    def n_seeds(self) -> int:
+        """The most seeds any variant has (a cell with fewer values is marked `(n=k)`)."""
+        return max((len(s or {}) for s in ((self.metrics or {}).get("variants") or {}).values()), default=0)
+
     def seeds(self, variant: str) -> dict[str, dict]:
         return ((self.metrics or {}).get("variants") or {}).get(variant) or {}
 
@@ -154,12 +159,14 @@ def fmt_num(x: float, decimals: int) -> str:
     return "0" if decimals == 0 and s == "-0" else s
 
 
-def fmt_stat(values: list[float], scale: float, decimals: int) -> str:
-    """`mean ± std` (several seeds), `mean` (one seed) or `not run` (none)."""
+def fmt_stat(values: list[float], scale: float, decimals: int, n_expected: int = 0) -> str:
+    """`mean ± std` (several seeds), `mean` (one seed) or `not run` (none); `(n=k)` is appended
+    when fewer than n_expected seeds have the value."""
     if not values:
         return NOT_RUN
     m, s = mean_std([v * scale for v in values])
-    return fmt_num(m, decimals) + ("" if s is None else f" ± {fmt_num(s, decimals)}")
+    out = fmt_num(m, decimals) + ("" if s is None else f" ± {fmt_num(s, decimals)}")
+    return out + (f" (n={len(values)})" if len(values) < n_expected else "")
 
 
 def fmt_delta(d: float, decimals: int) -> str:
@@ -244,7 +251,7 @@ def comparison_table(name: str, title: str, benches: list[Benchmark], metric_key
             if variant is None:
                 continue
             vals = bench.values(variant, k)
-            suite.append(fmt_stat(vals, scale_of(unit), dec))
+            suite.append(fmt_stat(vals, scale_of(unit), dec, bench.n_seeds))
             if vals and published is not None:
                 delta.append(fmt_delta(mean_std(vals)[0] * scale_of(unit) - float(published), dec))
             else:
@@ -268,7 +275,7 @@ def legend(benches: list[Benchmark]) -> list[str]:
     seeds = sorted({s for b in benches for v in ((b.metrics or {}).get("variants") or {}).values()
                     for s in (v or {})}, key=_seed_order)
     notes = [f"suite: mean ± std (ddof=1) over the seeds present ({', '.join(seeds) or 'none'}); "
-             "accuracies in percent, SER as a ratio.",
+             "(n=k): only k seeds have this value; accuracies in percent, SER as a ratio.",
              "Δ: suite mean − published value. not run: absent from metrics.json. "
              "n/r: not recoverable from the public copies of the paper. "
              "reported: a baseline the suite cannot run (published number only). —: no published row."]
@@ -311,7 +318,7 @@ def table_ablation(b: dict[str, Benchmark], variants: list[str] = ()) -> Table:
             bench, unit = b[bn], METRICS[bn][k][1]
             dec = bench.decimals if unit == "percent" else 2
             vals = bench.values(v, k)
-            cell = fmt_stat(vals, scale_of(unit), dec)
+            cell = fmt_stat(vals, scale_of(unit), dec, bench.n_seeds)
             ref = bench.values("ours", k)
             if vals and ref and v != "ours":
                 cell += f" ({fmt_delta((mean_std(vals)[0] - mean_std(ref)[0]) * scale_of(unit), dec)})"

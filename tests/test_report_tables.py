@@ -170,6 +170,21 @@ def test_markdown_and_latex(benches, tmp_path):
     assert "[syn\\_rl]" in tex and "[syn_rl]" not in tex
 
 
+def test_missing_seed_is_marked_and_references_listed(tmp_path):
+    write_fake_benchmarks(tmp_path)
+    f = tmp_path / paths.benchmark_metrics("market1501")
+    m = io.read_json(f)
+    del m["variants"]["ours"]["seed1"]
+    io.write_json(f, m)
+    benches = load_benchmarks(tmp_path)
+    ours = _line(table_reid(benches, "toy"), "Ours [ours]", "suite (toy)")
+    v = 0.40 + 0.01 * ALL_VARIANTS.index("ours")
+    assert ours[2] == f"{v * 100:.1f} (n=1)" and ours[4].endswith("± 1.4")
+    refs = {t.name: t for t in build_tables(benches, "toy")}["references"].df
+    bot = refs[refs["System"] == "BoT strong baseline, ResNet-50"]
+    assert list(bot["Published (%)"]) == ["mAP 85.9, R-1 94.5"]
+
+
 def test_missing_metrics_file_is_not_run(tmp_path):
     write_fake_benchmarks(tmp_path)
     (tmp_path / paths.benchmark_metrics("cuhk03")).unlink()
