@@ -166,8 +166,9 @@ def test_markdown_and_latex(benches, tmp_path):
     tex = to_latex(tables[0])
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert r"\multicolumn{2}{c}{Market-1501}" in tex and r"\cmidrule(lr){3-4}" in tex
-    assert r"41.0 $\pm$ 1.4" in tex and r"ResNet-50 base [real]" in tex and "$\\Delta$" in tex
+    assert r"41.0 $\pm$ 1.4" in tex and r" & $-$44.4 & " in tex and r"ResNet-50 base [real]" in tex and "$\\Delta$" in tex
     assert "[syn\\_rl]" in tex and "[syn_rl]" not in tex
+    assert r"\begin{tabular}{lp{6.5cm}lrrrr}" in to_latex(next(t for t in tables if t.name == "claims"))
 
 
 def test_missing_seed_is_marked_and_references_listed(tmp_path):
