@@ -208,3 +208,27 @@ def test_killed_build_leaves_the_old_world(tmp_path, monkeypatch):
         stage.build_into(params, out, progress=False)
     assert tree_hash(out) == before                                  # old world untouched
     assert [p.name for p in out.parent.iterdir()] == ["world"]       # no temp folder left
+
+
+def test_paper_mode_checks_every_path(world, capsys):
+    import json
+
+    from rgsyn import cli
+    from rgsyn.config import DatasetPaths
+    from rgsyn.data import stage
+
+    root, _ = world
+    params = Params(profile="paper", data=tiny())
+    params.data.world = False
+    params.data.paths = DatasetPaths(market1501=str(root / "market1501"), cuhk03=str(root / "cuhk03"),
+                                     casia_face=str(root / "casia"), verification=str(root / "verification"),
+                                     rfw_bias=str(root / "rfw"))
+    checks = stage.check_paths(params, progress=False)
+    assert set(checks) == {"market1501", "cuhk03", "casia_face", "verification", "rfw_bias"}
+    assert all(c["official_match"] is False for c in checks.values())   # toy counts are not official
+    assert checks["verification"]["sets"]["cfp_fp"]["pairs"] == 40
+    assert checks["cuhk03"]["modes"]["detected"]["splits"]["train"]["images"] == 12
+    assert cli.main(["data", "check", "--benchmark", "rfw_bias", "--root", str(root / "rfw"),
+                     "--profile", "toy"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["groups"]["Indian"]["pairs"] == 20 and out["official_match"] is None
