@@ -7,6 +7,7 @@ Anything absent is shown as "not run". Outputs:
     reports/tables/*.md, *.tex    one Markdown and one booktabs LaTeX file per table
     reports/figures/*.png         ablation bars, RFW per-group bars, reward curves, sample grids
     reports/report.html           all of it, images inlined
+    reports/report.md             all of it as Markdown, figures linked
 The reports folder is logged as an artifact of the `report` stage run, which then closes the
 pipeline's parent run.
 
@@ -26,7 +27,7 @@ from rgsyn import io, paths, tracking
 from rgsyn.config import Params, params_hash
 from rgsyn.report_figures import REWARD_METRICS, ablation_bars, reward_curves, rfw_group_bars
 from rgsyn.report_html import Section, render
-from rgsyn.report_tables import as_records, build_tables, load_benchmarks, write_tables
+from rgsyn.report_tables import NOT_RUN, as_records, build_tables, load_benchmarks, to_markdown, write_tables
 
 TOY_NOTE = (
     "<b>Profile <code>{profile}</code>.</b> These numbers come from the embedded toy identity world "
@@ -155,7 +156,21 @@ def build_report(params: Params, out_dir: Path, client=None, stage_run=None) -> 
     ]
     html_path = out_dir / "report.html"
     io.write_text(html_path, render("rgsyn reproduction report", meta, note, sections))
+    io.write_text(out_dir / "report.md", markdown_report(meta, note, sections, out_dir))
     return html_path
+
+
+def markdown_report(meta, note, sections, out_dir: Path) -> str:
+    """The same report as one Markdown file (figures linked, not inlined)."""
+    out = ["# rgsyn reproduction report", ""] + [f"- {k}: `{v}`" for k, v in meta] + [""]
+    if note:
+        out += ["> " + re.sub(r"<[^>]+>", "", note), ""]
+    for s in sections:
+        out += [f"## {s.title}", ""] + [to_markdown(t) for t in s.tables]
+        for caption, png in s.figures:
+            out.append(f"![{caption}]({png.relative_to(out_dir).as_posix()})" if png else f"{caption}: {NOT_RUN}")
+            out.append("")
+    return "\n".join(out) + "\n"
 
 
 def run(params: Params) -> Path:

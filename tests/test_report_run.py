@@ -56,6 +56,8 @@ def test_report_stage_with_mlflow_runs(mlflow_tmp):
     assert "41.0 ± 1.4" in html and "not run" in html and "reported" in html
     assert params_hash(params) in html and "not comparable in absolute value" in html
     assert tracking.git_commit() in html
+    md = (out / "report.md").read_text()
+    assert "![RFW accuracy per group](figures/rfw_groups.png)" in md and "41.0 ± 1.4" in md
 
     client = mlflow.tracking.MlflowClient()
     exp = client.get_experiment_by_name(params.tracking.experiment)
@@ -68,13 +70,16 @@ def test_report_stage_with_mlflow_runs(mlflow_tmp):
     assert parent.info.run_id in html
 
 
-def test_report_without_mlflow_runs_says_not_run(mlflow_tmp):
+def test_report_without_mlflow_runs_says_not_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     params = config.from_dict({"profile": "smoke"})
-    write_fake_benchmarks(mlflow_tmp)
-    report.run(params)
+    write_fake_benchmarks(tmp_path)
+    report.build_report(params, paths.reports_dir(), client=None)   # no MLflow runs to read
     html = (paths.reports_dir() / "report.html").read_text()
     assert _imgs(html) == 2                                   # ablation + RFW bars only
     assert re.search(r"RL reward curves[^<]*</b>: <span class=\"notrun\">not run", html)
     assert re.search(r"Sample grids[^<]*</b>: <span class=\"notrun\">not run", html)
     assert "suite (smoke)" in html and "Profile <code>smoke</code>" in html
+    assert "pipeline run</td><td><code>not found in MLflow" in html
     assert not (paths.reports_dir() / "figures" / "reward_curves.png").exists()
+    assert "RL reward curves (MLflow, newest run per name): not run" in (paths.reports_dir() / "report.md").read_text()
