@@ -52,6 +52,20 @@ class PersonWorld:
 
 
 @dataclass
+class Cuhk03World(PersonWorld):
+    """A PersonWorld whose own defaults are the CUHK03-NP-style ones (2 cameras, no distractors or
+    junk), so that an overlay that sets only some keys (configs/smoke.yaml) keeps the rest."""
+
+    n_train_ids: int = rng(2, None, 32)
+    n_test_ids: int = rng(2, None, 32)
+    n_cams: int = rng(2, 9, 2)
+    imgs_per_id_cam: int = rng(1, None, 4)
+    cams_per_id: int = rng(2, 9, 2)
+    n_distractors: int = rng(0, None, 0)
+    n_junk: int = rng(0, None, 0)
+
+
+@dataclass
 class FaceWorld:
     n_train_ids: int = rng(4, None, 64)                   # CASIA-style identities
     imgs_per_id: int = rng(2, None, 12)
@@ -88,9 +102,7 @@ class DataParams:
     seed: int = rng(0, None, 0)
     workers: int = rng(1, 64, 2)  # processes that render the toy world (the bytes do not depend on it)
     market: PersonWorld = field(default_factory=PersonWorld)
-    cuhk03: PersonWorld = field(default_factory=lambda: PersonWorld(
-        n_train_ids=32, n_test_ids=32, n_cams=2, cams_per_id=2, imgs_per_id_cam=4,
-        n_distractors=0, n_junk=0))
+    cuhk03: Cuhk03World = field(default_factory=Cuhk03World)
     faces: FaceWorld = field(default_factory=FaceWorld)
     prior: PriorWorld = field(default_factory=PriorWorld)
     paths: DatasetPaths = field(default_factory=DatasetPaths)

@@ -232,3 +232,13 @@ def test_paper_mode_checks_every_path(world, capsys):
                      "--profile", "toy"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["groups"]["Indian"]["pairs"] == 20 and out["official_match"] is None
+
+
+def test_partial_cuhk03_overlay_keeps_cuhk03_defaults(tmp_path):
+    from rgsyn import config
+
+    overlay = tmp_path / "smoke.yaml"
+    overlay.write_text("data:\n  cuhk03: {n_train_ids: 16}\n")
+    cuhk = config.load(overlay).data.cuhk03
+    assert (cuhk.n_train_ids, cuhk.n_cams, cuhk.cams_per_id, cuhk.n_distractors, cuhk.n_junk) == (16, 2, 2, 0, 0)
+    assert config.Params().data.market.n_cams == 6
