@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from rgsyn.data.cuhk03 import MODES, read_cuhk03
-from rgsyn.data.faces import read_bin, read_id_folders, read_pairs
+from rgsyn.data.faces import bin_path, read_bin, read_id_folders, read_pairs
 from rgsyn.data.images import IMAGE_SUFFIXES, decode_bytes, verify_image
 from rgsyn.data.market import check_root, read_market1501
 from rgsyn.data.rfw import read_rfw
@@ -34,7 +34,6 @@ OFFICIAL = {
     "verification": {"lfw": 6000, "agedb": 6000, "calfw": 6000, "cfp_fp": 7000, "cplfw": 6000},
     "rfw_bias": {g: 6000 for g in RFW_GROUPS},
 }
-BIN_NAMES = {"agedb": ("agedb.bin", "agedb_30.bin")}
 CHECKS = ("market1501", "cuhk03", "casia_face", "rfw_bias", "verification", "prior")
 
 
@@ -109,16 +108,16 @@ def _check_verification(root: Path, progress: bool) -> tuple[dict, dict]:
     out, counts, n = {"sets": {}}, {}, 0
     for name in VERIFICATION_SETS:
         folder = root / name
-        bins = [root / b for b in BIN_NAMES.get(name, ()) + (f"{name}.bin",) if (root / b).is_file()]
+        found = bin_path(root, name)
         if (folder / "pairs.txt").is_file():
             ps = read_pairs(folder)
             n += _verify_all(_pairs_images(ps), name, progress)
             out["sets"][name] = {"format": "pairs.txt", **ps.counts()}
             counts[name] = len(ps.pairs)
-        elif bins:
-            images, issame = read_bin(bins[0])
+        elif found is not None:
+            images, issame = read_bin(found)
             for i, data in enumerate(tqdm(images, desc=f"check {name}", disable=not progress, leave=False)):
-                decode_bytes(data, f"{bins[0]} image {i}")
+                decode_bytes(data, f"{found} image {i}")
             n += len(images)
             out["sets"][name] = {"format": "bin", "pairs": len(issame), "matched": sum(issame),
                                  "mismatched": len(issame) - sum(issame), "images": len(images)}

@@ -162,3 +162,44 @@ def write_bin(path: str | os.PathLike, images: list[bytes], issame: list[bool]) 
     from rgsyn import io as rio
 
     rio.write_bytes(path, pickle.dumps((list(images), list(issame)), protocol=4))
+
+
+# ------------------------------------------------------------------ either format, one PairSet
+BIN_NAMES = {"agedb": ("agedb_30.bin", "agedb.bin")}
+
+
+def bin_path(root: str | os.PathLike, name: str) -> Path | None:
+    """The insightface file of set `name` under `root` (`agedb_30.bin` for agedb), if any."""
+    for fname in BIN_NAMES.get(name, ()) + (f"{name}.bin",):
+        if (Path(root) / fname).is_file():
+            return Path(root) / fname
+    return None
+
+
+def read_verification(root: str | os.PathLike, name: str,
+                      cache_dir: str | os.PathLike = "data/bin_cache") -> PairSet:
+    """Verification set `name` (lfw, agedb, calfw, cfp_fp, cplfw) under `root` as a PairSet, from
+    `<root>/<name>/pairs.txt` (LFW layout) or from an insightface `.bin`. A `.bin` is unpacked
+    once into `<cache_dir>/<name>/<index>.<ext>` (the encoded bytes as they are, never re-encoded)
+    so that path-based loaders work on both; pairs k = images 2k, 2k+1; 10 folds."""
+    root = check_root(root, "verification")
+    if (root / name / "pairs.txt").is_file():
+        return read_pairs(root / name)
+    path = bin_path(root, name)
+    if path is None:
+        raise DataError(f"verification set {name!r} is missing under {root}; expected "
+                        f"{root / name}/pairs.txt with its images, or {root / name}.bin")
+    images, issame = read_bin(path)
+    from rgsyn import io as rio
+
+    out = Path(cache_dir) / name
+    stamp = out / f".from-{rio.file_sha256(path)[:16]}"
+    png = b"\x89PNG"
+    files = [out / (f"{i:06d}" + (".png" if b[:4] == png else ".jpg")) for i, b in enumerate(images)]
+    if not stamp.is_file():
+        for f, b in zip(files, images):
+            rio.write_bytes(f, b)
+        rio.write_text(stamp, f"{path}\n")
+    pairs = [(str(files[2 * k]), str(files[2 * k + 1]), s) for k, s in enumerate(issame)]
+    n_folds = 10 if len(pairs) % 10 == 0 else 1
+    return PairSet(pairs, n_folds, len(pairs) // n_folds)
