@@ -85,7 +85,7 @@ def _pids(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def plan_persons(seed: int, world: str, pw: PersonWorld, name_fmt: str, ext: str,
-                 boxes=("labeled",), section: str = "data.market") -> tuple[list[tuple], dict]:
+                 section: str = "data.market") -> tuple[list[tuple], dict]:
     """Return ([(split_dir, file name, render args)], counts) for one person world."""
     if pw.cams_per_id > pw.n_cams:
         raise ConfigError(f"{section}.cams_per_id: value {pw.cams_per_id} is larger than "
@@ -147,8 +147,8 @@ def _face_job(path: str, set_name: str, index: int, group: str, image_no: int, y
     return Job(path, "face", (set_name, index, group, image_no, yaw, age, size))
 
 
-def _pair_set(seed: int, set_name: str, n_pairs: int, spec: tuple, size: int, root: str,
-              image_dir: str, names: str, group: str | None = None):
+def _pair_set(seed: int, set_name: str, n_pairs: int, spec: tuple, size: int, image_dir: str,
+              names: str, group: str | None = None):
     """Jobs and folds of one verification set: 10 folds, each with m identities, m matched pairs
     (image 1 vs image 2 of one identity) and m mismatched (image 1 of a vs image 2 of b)."""
     yaw1, yaw2, age1, age2, same_group = spec
@@ -205,14 +205,14 @@ def plan_world(dp: DataParams) -> tuple[list[Job], dict[str, list], dict]:
     for set_name in VERIFICATION_SETS:
         root = f"verification/{set_name}"
         j, folds = _pair_set(seed, set_name, fw.n_pairs, VERIFICATION_SPECS[set_name], fw.size, root,
-                             root, set_name + "_{k:05d}")
+                             set_name + "_{k:05d}")
         jobs += j
         pairs[f"{root}/pairs.txt"] = (folds, True)
         counts[set_name] = {"pairs": 20 * (fw.n_pairs // 20), "folds": 10, "images": len(j)}
     counts["rfw"] = {}
-    for gi, group in enumerate(RFW_GROUPS):
+    for group in RFW_GROUPS:
         data = f"rfw/test/data/{group}"
-        j, folds = _pair_set(seed, f"rfw-{group}", fw.n_rfw_pairs, RFW_SPEC, fw.size, data, data,
+        j, folds = _pair_set(seed, f"rfw-{group}", fw.n_rfw_pairs, RFW_SPEC, fw.size, data,
                              "m." + group[:2].lower() + "{k:05d}", group=group)
         jobs += j
         pairs[f"rfw/test/txts/{group}/{group}_pairs.txt"] = (folds, False)
