@@ -88,9 +88,10 @@ def parse_pairs_file(path: str | os.PathLike, images: str | os.PathLike | None =
                             f"{n_per} mismatched = {2 * n_folds * n_per} pairs, but the file has "
                             f"{len(pairs)} pair lines")
         return PairSet(pairs, n_folds, 2 * n_per)
-    if len(pairs) % default_folds:
-        raise DataError(f"pairs file {path} has {len(pairs)} pairs and no header; expected a multiple "
-                        f"of {default_folds} so that they split into {default_folds} equal folds")
+    if len(pairs) < default_folds:
+        raise DataError(f"pairs file {path} has {len(pairs)} pairs and no header; expected at least "
+                        f"{default_folds} so that they split into {default_folds} folds")
+    # contiguous folds; when the count does not divide, the first folds hold one pair more
     return PairSet(pairs, default_folds, len(pairs) // default_folds)
 
 
@@ -201,5 +202,7 @@ def read_verification(root: str | os.PathLike, name: str,
             rio.write_bytes(f, b)
         rio.write_text(stamp, f"{path}\n")
     pairs = [(str(files[2 * k]), str(files[2 * k + 1]), s) for k, s in enumerate(issame)]
-    n_folds = 10 if len(pairs) % 10 == 0 else 1
-    return PairSet(pairs, n_folds, len(pairs) // n_folds)
+    if len(pairs) < 10:
+        raise DataError(f"verification file {path} has {len(pairs)} pairs; expected at least 10 for "
+                        "the 10-fold protocol")
+    return PairSet(pairs, 10, len(pairs) // 10)   # insightface: 10 contiguous folds

@@ -39,7 +39,8 @@ class FaceRecord:
 @dataclass
 class PairSet:
     """A verification set: (path_a, path_b, same_identity) in file order, `n_folds` folds of
-    `fold_size` consecutive pairs (the LFW 10-fold protocol)."""
+    `fold_size` consecutive pairs (the LFW 10-fold protocol). Without a header (RFW, .bin) the
+    count may not divide: then the first `len % n_folds` folds hold one pair more."""
 
     pairs: list[tuple[str, str, bool]]
     n_folds: int
