@@ -166,6 +166,7 @@ def test_markdown_and_latex(benches, tmp_path):
     assert "Market-1501 mAP" in md and "41.0 ± 1.4" in md and "reported" in md and "not run" in md
     tex = to_latex(tables[0])
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    assert r"\caption{person re-ID, mAP and R-1 (\%)}" in tex and r"\label{tab:table1_reid}" in tex
     assert r"\multicolumn{2}{c}{Market-1501}" in tex and r"\cmidrule(lr){3-4}" in tex
     assert r"41.0 $\pm$ 1.4" in tex and r" & $-$44.4 & " in tex and r"ResNet-50 base [real]" in tex and "$\\Delta$" in tex
     assert "[syn\\_rl]" in tex and "[syn_rl]" not in tex
