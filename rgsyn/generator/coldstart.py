@@ -1,0 +1,91 @@
+"""`rgsyn coldstart --domain persons|faces`: adapt the prior to the training identities.
+
+PAPER.md step 2. The class-label table of every DiT block is replaced by an identity table (one
+zero-initialised row per training identity + the null row of classifier-free guidance), the
+backbone is frozen, and only the identity head (plus, when `coldstart.train_lora`, a LoRA adapter,
+merged into the weights at the end) trains with the denoising loss on the real training images.
+
+- persons: Market-1501 train + CUHK03-NP train (`data.paths.cuhk03_mode`); rows = Market pids,
+  then CUHK03 pids (`identities.json` says which row is which).
+- faces: the CASIA-style id folders.
+
+Output: `paths.coldstart_dir(domain)`, a generator bundle with `identities.json`.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from rgsyn import paths, tracking
+from rgsyn.checkpoint import Checkpointer
+from rgsyn.config import Params, to_dict
+from rgsyn.errors import CheckpointError, DataError
+from rgsyn.generator import dit
+from rgsyn.generator.datasets import domain_set
+from rgsyn.generator.training import resolve_device, train_denoising
+
+
+def check_identities(identities: list[dict], labels: torch.Tensor, where: str) -> None:
+    """Rows must be 0..n-1 in order and every row must have at least one image."""
+    rows = [int(d["row"]) for d in identities]
+    if rows != list(range(len(identities))):
+        raise DataError(f"{where}: identity rows are not 0..{len(identities) - 1} in order")
+    counts = torch.bincount(labels, minlength=len(identities))
+    if labels.numel() and int(labels.max()) >= len(identities):
+        raise DataError(f"{where}: image label {int(labels.max())} outside the {len(identities)} identities")
+    empty = [identities[i] for i in range(len(identities)) if counts[i] == 0]
+    if empty:
+        raise DataError(f"{where}: identity {empty[0]} has no training images")
+
+
+def run(params: Params, domain: str) -> None:
+    cp = params.coldstart
+    seed = params.seeds[0]
+    device = resolve_device(params.device)
+    with tracking.stage_run(params, "coldstart", run_name=f"coldstart-{domain}",
+                            extra_tags={"rgsyn.domain": domain}) as run:
+        run.log_params({"coldstart": to_dict(params)["coldstart"], "domain": domain, "device": device})
+        t0 = time.time()
+        bundle = dit.load_generator(paths.prior_dir(), device="cpu")
+        if dit.has_lora(bundle.transformer):
+            raise CheckpointError(f"{paths.prior_dir()}: the prior bundle carries a LoRA adapter; "
+                                  "expected a plain DiT prior")
+        data = domain_set(params, domain, bundle.image_size)
+        check_identities(data.identities, data.labels, f"{domain} training set")
+        n_ids = len(data.identities)
+        transformer = dit.swap_identity_head(bundle.transformer, n_ids)
+        if cp.train_lora:
+            dit.add_lora(transformer, cp.lora)
+        trainable = dit.freeze_backbone(transformer)
+        if cp.train_lora:
+            lora = [p for n, p in transformer.named_parameters() if ".lora_" in n]
+            for p in lora:
+                p.requires_grad_(True)
+            trainable += lora
+        run.log_metrics({"coldstart/n_identities": n_ids, "coldstart/n_images": len(data),
+                         "coldstart/n_trainable": sum(p.numel() for p in trainable)})
+        ck = Checkpointer(f"coldstart-{domain}", {
+            "coldstart": to_dict(params)["coldstart"], "seed": seed, "n_ids": n_ids,
+            "identities": data.identities, "prior": dit.checkpoint_sha256(paths.prior_dir())})
+        stats = {}
+        if cp.steps > 0:
+            torch.manual_seed(seed)
+            stats = train_denoising(
+                transformer=transformer, trainable=trainable, data=data,
+                autoencoder=bundle.autoencoder, scheduler=bundle.scheduler, steps=cp.steps,
+                batch_size=cp.batch_size, lr=cp.lr, seed=seed, null_label=dit.null_label(transformer),
+                checkpointer=ck, checkpoint_every=cp.checkpoint_every, device=device, run=run,
+                desc=f"coldstart-{domain}")
+        dit.merge_lora(transformer)
+        transformer.requires_grad_(False)
+        transformer.to("cpu")
+        if dit.num_labels(transformer) != n_ids:
+            raise CheckpointError(f"coldstart-{domain}: the DiT has {dit.num_labels(transformer)} identity "
+                                  f"rows but the training set has {n_ids} identities")
+        bundle.transformer = transformer
+        bundle.identities = data.identities
+        dit.save_generator(bundle, paths.coldstart_dir(domain))
+        ck.clear()
+        run.log_metrics({"coldstart/seconds": time.time() - t0,
+                         **({"coldstart/final_loss": stats["final_loss"]} if stats else {})})

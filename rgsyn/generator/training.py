@@ -1,0 +1,137 @@
+"""The denoising-loss training loop shared by the `prior` and `coldstart` stages.
+
+    loss = || eps - eps_theta(sqrt(a_t) z + sqrt(1 - a_t) eps, t, y) ||^2     (DDPM, Ho et al. 2020)
+
+with z = autoencoder.encode(image), t ~ U{0..T-1}, and y replaced by the null label with
+probability `label_dropout` (classifier-free guidance training, Ho & Salimans 2022).
+
+Runs through `accelerate.Accelerator`, so `accelerate launch rgsyn ...` trains on several GPUs
+unchanged; the single-process default needs no launcher. Every batch (indices, flips, noise,
+timesteps, label drops) is a function of (seed, step, process index) alone, so a resumed run
+continues exactly where the killed one stopped. The trainable tensors and the optimizer state are
+checkpointed every `checkpoint_every` steps through `rgsyn.checkpoint.Checkpointer` (outside the DVC
+outputs, atomic). A non-finite loss raises `TrainingDiverged` naming the step.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from rgsyn.errors import TrainingDiverged
+from rgsyn.generator.datasets import ImageSet
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def make_accelerator(device: str):
+    from accelerate import Accelerator
+
+    dev = resolve_device(device)
+    use_bf16 = dev == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return Accelerator(cpu=dev == "cpu", mixed_precision="bf16" if use_bf16 else "no")
+
+
+def noise_scheduler_for(scheduler):
+    """The DDPM forward process matching the bundle's (DDIM) scheduler: same betas."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(scheduler.config)
+
+
+def _batch(data: ImageSet, batch_size: int, g: torch.Generator, hflip: bool):
+    idx = torch.randint(len(data), (batch_size,), generator=g)
+    x = data.images[idx].float() / 127.5 - 1.0
+    if hflip:
+        flip = torch.rand(batch_size, generator=g) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return x, data.labels[idx]
+
+
+def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: ImageSet, autoencoder,
+                    scheduler, steps: int, batch_size: int, lr: float, seed: int, null_label: int,
+                    checkpointer, checkpoint_every: int, device: str = "auto", run=None,
+                    label_dropout: float = 0.1, hflip: bool = True, warmup: int | None = None,
+                    max_grad_norm: float = 1.0, log_every: int = 10, desc: str = "denoise") -> dict:
+    """Train `trainable` (a subset of `transformer`'s parameters) in place; returns summary stats."""
+    if len(data) == 0:
+        raise ValueError("no training images")
+    accelerator = make_accelerator(device)
+    names = {id(p): n for n, p in transformer.named_parameters()}
+    trainable_names = [names[id(p)] for p in trainable]
+    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
+    warmup = min(100, max(1, steps // 10)) if warmup is None else warmup
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)))
+    start = 0
+    state = checkpointer.load() if checkpointer is not None else None
+    if state is not None:
+        params_by_name = dict(transformer.named_parameters())
+        with torch.no_grad():
+            for n, t in state["trainable"].items():
+                params_by_name[n].copy_(t)
+        optimizer.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["lr_scheduler"])
+        start = int(state["step"])
+    model, optimizer = accelerator.prepare(transformer, optimizer)
+    autoencoder.to(accelerator.device)
+    noise_sched = noise_scheduler_for(scheduler)
+    alphas = noise_sched.alphas_cumprod.to(accelerator.device)
+    channels = int(transformer.config.in_channels)
+    T = int(noise_sched.config.num_train_timesteps)
+    model.train()
+    losses, t0 = [], time.time()
+
+    def save(step: int) -> None:
+        if checkpointer is None or not accelerator.is_main_process:
+            return
+        unwrapped = accelerator.unwrap_model(model)
+        pb = dict(unwrapped.named_parameters())
+        checkpointer.save({"step": step,
+                           "trainable": {n: pb[n].detach().cpu().clone() for n in trainable_names},
+                           "optimizer": optimizer.state_dict() if not hasattr(optimizer, "optimizer")
+                           else optimizer.optimizer.state_dict(),
+                           "lr_scheduler": sched.state_dict()})
+
+    bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, leave=False,
+               disable=not accelerator.is_main_process)
+    for step in bar:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step * 97 + accelerator.process_index)
+        x, y = _batch(data, batch_size, g, hflip)
+        with torch.no_grad():
+            z = autoencoder.encode(x.to(accelerator.device)).float()
+        noise = torch.randn(z.shape, generator=g).to(accelerator.device)
+        t = torch.randint(0, T, (batch_size,), generator=g).to(accelerator.device)
+        drop = (torch.rand(batch_size, generator=g) < label_dropout).to(accelerator.device)
+        y = torch.where(drop, torch.full_like(y.to(accelerator.device), null_label), y.to(accelerator.device))
+        a = alphas[t].float()[:, None, None, None]
+        z_t = a.sqrt() * z + (1 - a).sqrt() * noise
+        with accelerator.autocast():
+            pred = model(z_t, timestep=t, class_labels=y).sample[:, :channels]
+        loss = F.mse_loss(pred.float(), noise)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"{desc}: the denoising loss is {loss.item()} at step {step}; stopping "
+                                   "(lower the lr or check the data)")
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(trainable, max_grad_norm) if max_grad_norm > 0 else 0.0
+        optimizer.step()
+        sched.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if run is not None and (step % log_every == 0 or step == steps - 1):
+            run.log_metrics({f"{desc}/loss": loss.item(), f"{desc}/grad_norm": float(grad_norm),
+                             f"{desc}/lr": sched.get_last_lr()[0]}, step=step)
+        if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            save(step + 1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    bar.close()
+    model.eval()
+    tail = losses[-max(1, len(losses) // 10):] if losses else [math.nan]
+    return {"steps": steps, "resumed_from": start, "seconds": time.time() - t0,
+            "final_loss": float(sum(tail) / len(tail)) if losses else float("nan")}
