@@ -38,11 +38,20 @@ CHECKS = ("market1501", "cuhk03", "casia_face", "rfw_bias", "verification", "pri
 
 
 def _verify_all(paths, desc: str, progress: bool) -> int:
-    n = 0
-    for p in tqdm(paths, desc=f"check {desc}", unit="img", disable=not progress, leave=False):
-        verify_image(p)
-        n += 1
-    return n
+    """Open and decode every image. PIL releases the GIL while decoding, so a thread pool scales
+    on the real datasets (CASIA-WebFace: ~0.5M files); results are consumed in order, so the
+    error raised is the one of the first broken file in path order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = list(paths)
+    workers = min(8, os.cpu_count() or 1) if len(paths) > 512 else 1
+    bar = tqdm(total=len(paths), desc=f"check {desc}", unit="img", disable=not progress, leave=False)
+    with ThreadPoolExecutor(workers) as pool:
+        for i in range(0, len(paths), 4096):   # bounded number of pending futures
+            for _ in pool.map(verify_image, paths[i:i + 4096]):
+                bar.update()
+    bar.close()
+    return len(paths)
 
 
 def _match(counts: dict, official: dict) -> bool:
