@@ -200,3 +200,14 @@ def test_rfw_missing_pairs_file(tmp_path):
     (tmp_path / "rfw" / "test" / "data" / "African").mkdir(parents=True)
     with pytest.raises(DataError, match=r"RFW pairs file .*African_pairs.txt is missing"):
         read_rfw(tmp_path / "rfw", groups=("African",))
+
+
+def test_paper_check_names_the_params_key(tmp_path):
+    from rgsyn.config import Params
+    from rgsyn.data.stage import check_paths
+
+    params = Params(profile="paper")
+    params.data.world = False
+    params.data.paths.market1501 = str(tmp_path / "Market-1501")
+    with pytest.raises(DataError, match=r"^data.paths.market1501: market1501 root .*Market-1501 does not exist"):
+        check_paths(params, progress=False)

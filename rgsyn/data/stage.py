@@ -16,6 +16,7 @@ from pathlib import Path
 from rgsyn import io as rio
 from rgsyn import tracking
 from rgsyn.config import Params
+from rgsyn.errors import DataError
 
 
 def _flat_counts(counts: dict, prefix: str = "") -> dict[str, float]:
@@ -63,7 +64,10 @@ def check_paths(params: Params, progress: bool = True) -> dict:
     paths = params.data.paths
     checks = {}
     for name in ("market1501", "cuhk03", "casia_face", "verification", "rfw_bias"):
-        checks[name] = check_dataset(name, getattr(paths, name), profile=params.profile, progress=progress)
+        try:
+            checks[name] = check_dataset(name, getattr(paths, name), profile=params.profile, progress=progress)
+        except DataError as e:   # say which params key points there
+            raise DataError(f"data.paths.{name}: {e}") from None
     return checks
 
 
