@@ -1,0 +1,165 @@
+"""In-memory image sets for downstream training and evaluation.
+
+Images are decoded once (through the data readers' `load_image`), resized to the model input size
+and kept as one uint8 tensor (N, 3, H, W); augmentation then runs on whole batches. At toy sizes
+this removes the per-step decoding cost that would otherwise dominate a CPU run.
+
+Label spaces:
+- ReID: the real training pids, sorted, become labels 0..C-1. A synthetic person set (Market layout,
+  file names carry the REAL pid it was generated for) is mapped onto the same labels; a synthetic
+  pid that is not a real training pid is a `DataError`.
+- Faces: the CASIA-style identity folder names, sorted, become labels; synthetic identity folders
+  carry the real identity's folder name, so they share the labels in the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rgsyn.data.images import load_image
+from rgsyn.errors import DataError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FACE_MEAN = (0.5, 0.5, 0.5)
+FACE_STD = (0.5, 0.5, 0.5)
+
+
+def load_images(paths: Sequence[str], size: tuple[int, int], desc: str = "images",
+                transform=None) -> torch.Tensor:
+    """Decode `paths` into a uint8 tensor (N, 3, H, W) resized to `size` = (H, W) (bilinear).
+
+    `transform(PIL image) -> PIL image` runs before resizing (e.g. face alignment)."""
+    from PIL import Image
+
+    h, w = size
+    out = torch.empty((len(paths), 3, h, w), dtype=torch.uint8)
+    for i, p in enumerate(paths):
+        img = load_image(p)
+        if transform is not None:
+            img = transform(img)
+        if img.size != (w, h):
+            img = img.resize((w, h), Image.BILINEAR)
+        arr = np.asarray(img, dtype=np.uint8)
+        out[i] = torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    return out
+
+
+def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 or [0,1] float (B,3,H,W) -> normalised float."""
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def resize_to(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+@dataclass
+class LabelledImages:
+    """Preloaded images with integer labels (and cameras for ReID)."""
+
+    images: torch.Tensor          # uint8 (N, 3, H, W)
+    labels: torch.Tensor          # long (N,)
+    camids: torch.Tensor | None = None
+    pids: torch.Tensor | None = None   # original identity ids (ReID)
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+
+def reid_label_map(train_records) -> dict[int, int]:
+    return {pid: i for i, pid in enumerate(sorted({r.pid for r in train_records}))}
+
+
+def reid_set(records, size, label_map: dict[int, int] | None = None, desc: str = "images",
+             what: str = "") -> LabelledImages:
+    """Preload ReID records; with `label_map`, pids become labels (unknown pid -> DataError)."""
+    if label_map is not None:
+        for r in records:
+            if r.pid not in label_map:
+                raise DataError(f"{r.path}: pid {r.pid} of {what or 'this set'} is not a training "
+                                f"identity of the real set; synthetic pids must be real training pids")
+        labels = [label_map[r.pid] for r in records]
+    else:
+        labels = [r.pid for r in records]
+    return LabelledImages(images=load_images([r.path for r in records], size, desc),
+                          labels=torch.tensor(labels, dtype=torch.long),
+                          camids=torch.tensor([r.camid for r in records], dtype=torch.long),
+                          pids=torch.tensor([r.pid for r in records], dtype=torch.long))
+
+
+def face_label_map(records) -> dict[str, int]:
+    return {name: i for i, name in enumerate(sorted({r.identity for r in records}))}
+
+
+def face_set(records, size: int, label_map: dict[str, int], what: str = "", transform=None) -> LabelledImages:
+    for r in records:
+        if r.identity not in label_map:
+            raise DataError(f"{r.path}: identity {r.identity!r} of {what or 'this set'} is not a "
+                            "training identity of the real set")
+    return LabelledImages(images=load_images([r.path for r in records], (size, size), transform=transform),
+                          labels=torch.tensor([label_map[r.identity] for r in records], dtype=torch.long))
+
+
+def synthetic_dir_or_none(path: str | Path) -> Path | None:
+    """The synthetic set folder, or a DataError naming it when the variant needs it and it is missing."""
+    p = Path(path)
+    if not p.is_dir():
+        raise DataError(f"synthetic set {p} does not exist; run the matching `rgsyn generate` stage first")
+    return p
+
+
+class PKSampler:
+    """P identities x K images per batch, deterministic for (seed, epoch).
+
+    Follows torchreid's RandomIdentitySampler: every identity's images are shuffled and cut into
+    chunks of K (a last partial chunk is dropped); an identity with fewer than K images is sampled
+    K times WITH replacement (one chunk), so it still appears, never crashes. Batches take P distinct
+    identities that still have chunks, until fewer than P remain. Returns lists of indices.
+    """
+
+    def __init__(self, labels: torch.Tensor, P: int, K: int, seed: int):
+        self.P, self.K, self.seed = P, K, seed
+        self.by_label: dict[int, torch.Tensor] = {}
+        for lab in torch.unique(labels).tolist():
+            self.by_label[lab] = (labels == lab).nonzero(as_tuple=True)[0]
+        if len(self.by_label) < P:
+            raise DataError(f"PK sampling needs at least P={P} identities, the training set has "
+                            f"{len(self.by_label)}; lower reid.P")
+        self.n_short = sum(1 for v in self.by_label.values() if len(v) < K)
+
+    def epoch(self, epoch: int) -> list[torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+        chunks: dict[int, list[torch.Tensor]] = {}
+        for lab, idx in self.by_label.items():
+            if len(idx) < self.K:
+                pick = idx[torch.randint(len(idx), (self.K,), generator=g)]
+                chunks[lab] = [pick]
+            else:
+                perm = idx[torch.randperm(len(idx), generator=g)]
+                chunks[lab] = [perm[i:i + self.K] for i in range(0, len(perm) - self.K + 1, self.K)]
+        batches = []
+        avail = sorted(chunks)
+        while len(avail) >= self.P:
+            sel = torch.randperm(len(avail), generator=g)[: self.P].tolist()
+            chosen = [avail[i] for i in sorted(sel)]
+            batches.append(torch.cat([chunks[lab].pop(0) for lab in chosen]))
+            avail = [lab for lab in avail if chunks[lab]]
+        return batches
+
+
+def random_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool = True) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    return [perm[i:i + batch_size] for i in range(0, stop, batch_size)]

@@ -1,0 +1,296 @@
+"""Face recognition training (CosFace) and verification / RFW evaluation (PAPER.md).
+
+Model: a ResNet backbone producing an `embedding_dim` embedding (torchvision resnet50/resnet18 with
+a 3x3 stride-1 stem for small inputs is NOT used; the paper profile feeds 112x112 to the standard
+stem) or, for the toy profile, `SmallResNet` (three BasicBlock stages). Head: CosFace
+(Wang et al., CVPR 2018): logits = s * (cos(theta_y) - m) for the true class, s * cos(theta_j) else,
+with s=64, m=0.35 by default. Optimiser: SGD with momentum, cosine decay.
+
+Alignment (`align: mtcnn`): facenet-pytorch's MTCNN crops each image to the detected face; when it
+finds none the image is centre-cropped instead and counted (`n_align_fallback`), never dropped.
+
+Evaluation: embeddings (optionally the sum of the image's and its mirror's embeddings, `flip_eval`)
+on the pairs of each verification set -> `rgsyn.metrics.evaluate_verification` (10 folds);
+RFW per group -> accuracy per group + `rgsyn.metrics.bias_stats`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rgsyn.downstream.datasets import FACE_MEAN, FACE_STD, LabelledImages, load_images, normalise, random_batches
+from rgsyn.errors import CheckpointError, TrainingDiverged
+
+
+class CosFaceHead(nn.Module):
+    """CosFace large-margin cosine logits; without labels, the plain scaled cosines."""
+
+    def __init__(self, embedding_dim: int, num_classes: int, s: float = 64.0, m: float = 0.35):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
+        nn.init.normal_(self.weight, std=0.01)
+        self.s, self.m = s, m
+
+    def forward(self, emb, labels=None):
+        cos = F.linear(F.normalize(emb, dim=1), F.normalize(self.weight, dim=1))
+        if labels is None:
+            return self.s * cos
+        margin = F.one_hot(labels, cos.shape[1]).to(cos.dtype) * self.m
+        return self.s * (cos - margin)
+
+
+class _Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.b1 = nn.BatchNorm2d(cout)
+        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.b2 = nn.BatchNorm2d(cout)
+        self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                      if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+        return F.relu(self.b2(self.c2(F.relu(self.b1(self.c1(x))))) + self.short(x))
+
+
+class SmallResNet(nn.Module):
+    """A 3-stage ResNet for tiny faces: (B,3,S,S) -> (B, embedding_dim) (BN-FC-BN embedding)."""
+
+    def __init__(self, embedding_dim: int, size: int, width: int = 32):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.layer1 = _Block(width, width, 1)
+        self.layer2 = _Block(width, 2 * width, 2)
+        self.layer3 = _Block(2 * width, 4 * width, 2)
+        self.bn = nn.BatchNorm2d(4 * width)
+        side = math.ceil(math.ceil(size / 2) / 2)
+        self.fc = nn.Linear(4 * width * side * side, embedding_dim)
+        self.features = nn.BatchNorm1d(embedding_dim)
+
+    def forward(self, x):
+        x = self.bn(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        return self.features(self.fc(torch.flatten(x, 1)))
+
+
+class _TorchvisionEmbedding(nn.Module):
+    def __init__(self, name: str, embedding_dim: int):
+        super().__init__()
+        import torchvision
+
+        self.net = getattr(torchvision.models, name)(weights=None, num_classes=embedding_dim)
+        self.features = nn.BatchNorm1d(embedding_dim)
+
+    def forward(self, x):
+        return self.features(self.net(x))
+
+
+class FaceNet(nn.Module):
+    """`net(images, labels) -> CosFace margin logits` (the selector's interface); `embed(images)`."""
+
+    selection_head = "head"
+
+    def __init__(self, backbone: nn.Module, head: CosFaceHead):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, images, labels=None):
+        return self.head(self.backbone(images), labels)
+
+    @torch.no_grad()
+    def embed(self, images):
+        was = self.training
+        self.eval()
+        e = self.backbone(images)
+        self.train(was)
+        return e
+
+
+def build_face_backbone(backbone: str, embedding_dim: int, size: int) -> nn.Module:
+    if backbone == "small_resnet":
+        return SmallResNet(embedding_dim, size)
+    if backbone in ("resnet50", "resnet18"):
+        return _TorchvisionEmbedding(backbone, embedding_dim)
+    raise CheckpointError(f"face.backbone: unknown backbone {backbone!r}")
+
+
+def build_face_model(p, num_classes: int) -> FaceNet:
+    return FaceNet(build_face_backbone(p.backbone, p.embedding_dim, p.size),
+                   CosFaceHead(p.embedding_dim, num_classes, p.cosface_s, p.cosface_m))
+
+
+class Aligner:
+    """facenet-pytorch MTCNN crop to `size`; centre crop (counted) when no face is found."""
+
+    def __init__(self, size: int):
+        from facenet_pytorch import MTCNN
+
+        self.size = size
+        self.mtcnn = MTCNN(image_size=size, margin=0, post_process=False, device="cpu")
+        self.n_fallback = 0
+        self.n_total = 0
+
+    def __call__(self, img):
+        from PIL import Image
+
+        self.n_total += 1
+        box = None
+        try:
+            boxes, _ = self.mtcnn.detect(img)
+            if boxes is not None and len(boxes):
+                box = boxes[0]
+        except (RuntimeError, ValueError):  # degenerate sizes inside the detector's pyramid
+            box = None
+        if box is None:
+            self.n_fallback += 1
+            w, h = img.size
+            s = min(w, h)
+            return img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+        x0, y0, x1, y1 = [int(round(v)) for v in box]
+        return img.crop((max(0, x0), max(0, y0), x1, y1)).resize((self.size, self.size), Image.BILINEAR)
+
+
+def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    x = images.float() / 255.0
+    flip = torch.rand(x.shape[0], generator=gen) < 0.5
+    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    return normalise(x, FACE_MEAN, FACE_STD)
+
+
+def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthetic: LabelledImages | None = None,
+               selector=None, device: str = "cpu", checkpointer=None,
+               on_step: Callable[[int, dict], None] | None = None, progress: bool = True,
+               stop_after_epoch: int | None = None) -> tuple[FaceNet, dict]:
+    """Train a CosFace model with params `p` (a `FaceParams`); resumable like `train_reid`."""
+    from tqdm import tqdm
+
+    from rgsyn.downstream.reid import device_of
+
+    torch.manual_seed(seed)
+    dev, acc = device_of(device)
+    net = build_face_model(p, num_classes)
+    opt = torch.optim.SGD(net.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+    bs = min(p.batch_size, len(train))
+    steps_per_epoch = len(random_batches(len(train), bs, seed, 0))
+    total = steps_per_epoch * p.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total)))))
+    net, opt = acc.prepare(net, opt)
+    use_syn = synthetic is not None and len(synthetic) > 0 and p.syn_per_batch > 0
+    n_cand = selector.n_candidates(p.syn_per_batch) if (use_syn and selector is not None) else p.syn_per_batch
+
+    start_epoch, history, n_syn_used = 0, [], 0
+    state = checkpointer.load() if checkpointer is not None else None
+    if state is not None:
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        if "selector_rng" in state and hasattr(selector, "_gen"):
+            selector._gen.set_state(state["selector_rng"])
+        start_epoch, history, n_syn_used = state["epoch"], state["history"], state["n_syn_used"]
+
+    t0 = time.perf_counter()
+    net.train()
+    step = start_epoch * steps_per_epoch
+    bar = tqdm(total=total, initial=step, desc="face train", disable=not progress, leave=False)
+    for epoch in range(start_epoch, p.epochs):
+        gen = torch.Generator().manual_seed(seed * 7919 + epoch)
+        for idx in random_batches(len(train), bs, seed, epoch):
+            x = augment(train.images[idx], gen).to(dev)
+            y = train.labels[idx].to(dev)
+            used = 0
+            if use_syn:
+                cidx = torch.randint(len(synthetic), (n_cand,), generator=gen)
+                xs, ys = augment(synthetic.images[cidx], gen).to(dev), synthetic.labels[cidx].to(dev)
+                if selector is not None:
+                    keep = selector.select(net, (x, y), (xs, ys), step).to(dev)
+                    xs, ys = xs[keep], ys[keep]
+                used = len(ys)
+                x, y = torch.cat([x, xs]), torch.cat([y, ys])
+            loss = F.cross_entropy(net(x, y), y)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"face training: loss is {loss.item()} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            opt.step()
+            sched.step()
+            n_syn_used += used
+            rec = {"step": step, "epoch": epoch, "loss": loss.item(), "lr": sched.get_last_lr()[0],
+                   "n_synthetic": used}
+            history.append(rec)
+            if on_step is not None:
+                on_step(step, rec)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}")
+        if checkpointer is not None:
+            ck = {"epoch": epoch + 1, "model": net.state_dict(), "optimizer": opt.state_dict(),
+                  "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "history": history,
+                  "n_syn_used": n_syn_used}
+            if hasattr(selector, "_gen"):
+                ck["selector_rng"] = selector._gen.get_state()
+            checkpointer.save(ck)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            break
+    bar.close()
+    net.eval()
+    info = {"train_seconds": time.perf_counter() - t0, "history": history, "n_real": len(train),
+            "n_synthetic_used": n_syn_used, "steps": step, "completed": step >= total}
+    return acc.unwrap_model(net), info
+
+
+@torch.no_grad()
+def embed_images(net: FaceNet, images: torch.Tensor, flip: bool = True, batch_size: int = 256) -> torch.Tensor:
+    """L2-normalised embeddings of uint8 images; with `flip`, of emb(x) + emb(mirror(x))."""
+    net.eval()
+    dev = next(net.parameters()).device
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = normalise(images[i:i + batch_size], FACE_MEAN, FACE_STD).to(dev)
+        e = net.embed(x)
+        if flip:
+            e = e + net.embed(x.flip(3))
+        out.append(e.float().cpu())
+    return F.normalize(torch.cat(out), dim=1)
+
+
+def evaluate_pairs(net: FaceNet, pairset, size: int, flip: bool = True, transform=None) -> dict:
+    """10-fold verification on a `PairSet` (paths are loaded once each)."""
+    from rgsyn.metrics import evaluate_verification
+
+    paths = sorted({q for a, b, _ in pairset.pairs for q in (a, b)})
+    index = {q: i for i, q in enumerate(paths)}
+    emb = embed_images(net, load_images(paths, (size, size), transform=transform), flip)
+    ia = torch.tensor([index[a] for a, _, _ in pairset.pairs])
+    ib = torch.tensor([index[b] for _, b, _ in pairset.pairs])
+    same = [s for _, _, s in pairset.pairs]
+    return evaluate_verification(emb[ia], emb[ib], same, n_folds=pairset.n_folds)
+
+
+def evaluate_face_model(net: FaceNet, verification_root: str | Path, rfw_root: str | Path | None, p,
+                        sets=None, transform=None) -> dict:
+    """Run-metrics dict: per set accuracy/std/TAR@FAR=1e-3, their average, and the RFW sub-dict."""
+    from rgsyn.data.faces import read_pairs
+    from rgsyn.data.rfw import read_rfw
+    from rgsyn.metrics import bias_stats
+    from rgsyn.paths import VERIFICATION_SETS
+
+    sets = sets or VERIFICATION_SETS
+    out: dict = {}
+    for name in sets:
+        r = evaluate_pairs(net, read_pairs(Path(verification_root) / name), p.size, p.flip_eval, transform)
+        out[name] = r["accuracy"]
+        out[f"{name}_std"] = r["std"]
+        out[f"{name}_tar_at_far_1e-3"] = r["tar_at_far"][1e-3]
+    out["avg"] = sum(out[s] for s in sets) / len(sets)
+    if rfw_root is not None:
+        acc = {g: evaluate_pairs(net, ps, p.size, p.flip_eval, transform)["accuracy"]
+               for g, ps in read_rfw(rfw_root).items()}
+        out["rfw"] = bias_stats(acc)
+    return out

@@ -1,0 +1,283 @@
+"""Person re-ID training and evaluation (PAPER.md, "Downstream protocols").
+
+Model: a torchreid backbone (resnet50, osnet_x1_0, osnet_x0_25, resnet18) or timm's ViT-B/16 at
+the profile's input size, with an identity classifier. Loss: identity cross-entropy with label
+smoothing (torchreid `CrossEntropyLoss`) + batch-hard triplet (torchreid `TripletLoss`) on PK
+batches. Optimiser: Adam (weight decay from params) with linear warmup, then cosine decay.
+Random erasing (torchvision `RandomErasing`) is the `real_re` switch.
+
+Every step takes a PK batch of real images; when a synthetic set is given, the step also draws
+`selector.n_candidates(syn_per_batch)` synthetic candidates, augments them like the real images,
+and trains on the ones the selector keeps (see `rgsyn.selection`).
+
+Evaluation: features of the eval-mode model, L2-normalised, squared-Euclidean (= 2 - 2 cos)
+distances, `rgsyn.metrics.evaluate_reid` (Market-1501 protocol).
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rgsyn.downstream.datasets import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, PKSampler, normalise
+from rgsyn.errors import CheckpointError, TrainingDiverged
+
+TORCHREID_BACKBONES = ("resnet50", "osnet_x1_0", "osnet_x0_25", "resnet18")
+
+
+def load_state_file(path: str | Path) -> dict:
+    """A state dict from a local .safetensors or torch file, never executing code."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"pretrained weights {p} do not exist (give a local file or '')")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(p))
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unsafe or corrupt pickle
+        raise CheckpointError(f"{p}: cannot be loaded as plain weights ({type(e).__name__}: {e})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{p}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
+def load_matching(model: nn.Module, state: dict, what: str) -> int:
+    """Load the entries whose names and shapes match (the classifier usually differs); returns count."""
+    own = model.state_dict()
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not keep:
+        raise CheckpointError(f"{what}: no parameter matches the model by name and shape")
+    model.load_state_dict(keep, strict=False)
+    return len(keep)
+
+
+class _TimmReid(nn.Module):
+    """timm ViT backbone + BN neck + classifier, with torchreid's train/eval output convention."""
+
+    def __init__(self, name: str, num_classes: int, height: int, width: int):
+        super().__init__()
+        import timm
+
+        self.backbone = timm.create_model(name, pretrained=False, num_classes=0, img_size=(height, width))
+        dim = self.backbone.num_features
+        self.bnneck = nn.BatchNorm1d(dim)
+        self.classifier = nn.Linear(dim, num_classes, bias=False)
+        self.feature_dim = dim
+
+    def forward(self, x):
+        f = self.backbone(x)
+        if not self.training:
+            return f
+        return self.classifier(self.bnneck(f)), f
+
+
+class ReidNet(nn.Module):
+    """`net(images, labels) -> identity logits` (the selector's interface); `forward_train` gives
+    (logits, features) for the losses; `features` the eval embedding."""
+
+    selection_head = "backbone.classifier"
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, images, labels=None):
+        if self.training:
+            return self.backbone(images)[0]
+        return self.backbone.classifier(self.backbone(images))
+
+    def forward_train(self, images):
+        out = self.backbone(images)
+        return out[0], out[1]
+
+    @torch.no_grad()
+    def features(self, images):
+        was = self.training
+        self.eval()
+        f = self.backbone(images)
+        self.train(was)
+        return f
+
+
+def build_reid_model(backbone: str, num_classes: int, height: int, width: int, pretrained: str = "") -> ReidNet:
+    if backbone in TORCHREID_BACKBONES:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torchreid.reid.models import build_model
+
+            net = build_model(backbone, num_classes=num_classes, loss="triplet", pretrained=False)
+    elif backbone == "vit_b16":
+        net = _TimmReid("vit_base_patch16_224", num_classes, height, width)
+    else:
+        raise CheckpointError(f"reid.backbone: unknown backbone {backbone!r}")
+    if pretrained:
+        load_matching(net.backbone if isinstance(net, _TimmReid) else net, load_state_file(pretrained),
+                      f"reid.pretrained {pretrained}")
+    return ReidNet(net)
+
+
+def augment(images: torch.Tensor, gen: torch.Generator, erasing: nn.Module | None,
+            mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """uint8 batch -> normalised float: random flip, pad-and-crop (pad = H/25), optional erasing.
+
+    Flip and crop offsets come from `gen`; RandomErasing draws from torch's global RNG (seeded)."""
+    x = images.float() / 255.0
+    b, _, h, w = x.shape
+    flip = torch.rand(b, generator=gen) < 0.5
+    x = torch.where(flip.view(b, 1, 1, 1).to(x.device), x.flip(3), x)
+    pad = max(1, round(h / 25))
+    xp = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).tolist()
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen).tolist()
+    x = torch.stack([xp[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w] for i in range(b)])
+    x = normalise(x, mean, std)
+    if erasing is not None:
+        x = torch.stack([erasing(xi) for xi in x])
+    return x
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return 0.1 + 0.9 * step / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return f
+
+
+def device_of(params_device: str) -> tuple[torch.device, "object"]:
+    """(device, accelerator): accelerate places the model; cpu when asked or no CUDA."""
+    from accelerate import Accelerator
+
+    cpu = params_device == "cpu" or not torch.cuda.is_available()
+    acc = Accelerator(cpu=cpu)
+    return acc.device, acc
+
+
+def train_reid(train: LabelledImages, num_classes: int, p, seed: int, *, synthetic: LabelledImages | None = None,
+               selector=None, random_erasing: bool = False, device: str = "cpu", checkpointer=None,
+               on_step: Callable[[int, dict], None] | None = None, progress: bool = True,
+               stop_after_epoch: int | None = None) -> tuple[ReidNet, dict]:
+    """Train a ReID model with params `p` (a `ReidParams`). Returns (model in eval mode, info).
+
+    Resumes from `checkpointer` (a `rgsyn.checkpoint.Checkpointer`) and saves there after every
+    epoch. `stop_after_epoch` stops early (tests use it to simulate a kill).
+    """
+    from torchreid.reid.losses import CrossEntropyLoss, TripletLoss
+    from torchvision.transforms import RandomErasing
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    dev, acc = device_of(device)
+    net = build_reid_model(p.backbone, num_classes, p.height, p.width, p.pretrained)
+    opt = torch.optim.Adam(net.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    sampler = PKSampler(train.labels, p.P, p.K, seed)
+    steps_per_epoch = len(sampler.epoch(0))
+    total = steps_per_epoch * p.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, steps_per_epoch * p.warmup_epochs))
+    net, opt = acc.prepare(net, opt)
+    ce = CrossEntropyLoss(num_classes, eps=p.label_smoothing, use_gpu=False, label_smooth=p.label_smoothing > 0)
+    tri = TripletLoss(margin=p.triplet_margin)
+    erasing = RandomErasing(p=p.random_erasing_p, value=0) if random_erasing else None
+    use_syn = synthetic is not None and len(synthetic) > 0 and p.syn_per_batch > 0
+    n_cand = selector.n_candidates(p.syn_per_batch) if (use_syn and selector is not None) else p.syn_per_batch
+
+    start_epoch, history, n_syn_used = 0, [], 0
+    state = checkpointer.load() if checkpointer is not None else None
+    if state is not None:
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        if "selector_rng" in state and hasattr(selector, "_gen"):
+            selector._gen.set_state(state["selector_rng"])
+        start_epoch, history, n_syn_used = state["epoch"], state["history"], state["n_syn_used"]
+
+    t0 = time.perf_counter()
+    net.train()
+    step = start_epoch * steps_per_epoch
+    bar = tqdm(total=total, initial=step, desc="reid train", disable=not progress, leave=False)
+    for epoch in range(start_epoch, p.epochs):
+        gen = torch.Generator().manual_seed(seed * 7919 + epoch)
+        for idx in sampler.epoch(epoch):
+            x = augment(train.images[idx], gen, erasing).to(dev)
+            y = train.labels[idx].to(dev)
+            used = 0
+            if use_syn:
+                cidx = torch.randint(len(synthetic), (n_cand,), generator=gen)
+                xs = augment(synthetic.images[cidx], gen, erasing).to(dev)
+                ys = synthetic.labels[cidx].to(dev)
+                if selector is not None:
+                    keep = selector.select(net, (x, y), (xs, ys), step).to(dev)
+                    xs, ys = xs[keep], ys[keep]
+                used = len(ys)
+                x, y = torch.cat([x, xs]), torch.cat([y, ys])
+            logits, feats = net.forward_train(x)
+            loss_id = ce(logits, y)
+            loss_tri = tri(feats, y)
+            loss = loss_id + loss_tri
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"reid training: loss is {loss.item()} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            opt.step()
+            sched.step()
+            n_syn_used += used
+            rec = {"step": step, "epoch": epoch, "loss": loss.item(), "loss_id": loss_id.item(),
+                   "loss_triplet": loss_tri.item(), "lr": sched.get_last_lr()[0], "n_synthetic": used}
+            history.append(rec)
+            if on_step is not None:
+                on_step(step, rec)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}")
+        if checkpointer is not None:
+            ck = {"epoch": epoch + 1, "model": net.state_dict(), "optimizer": opt.state_dict(),
+                  "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "history": history,
+                  "n_syn_used": n_syn_used}
+            if hasattr(selector, "_gen"):
+                ck["selector_rng"] = selector._gen.get_state()
+            checkpointer.save(ck)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            break
+    bar.close()
+    net.eval()
+    info = {"train_seconds": time.perf_counter() - t0, "history": history, "n_real": len(train),
+            "n_synthetic_used": n_syn_used, "steps": step, "completed": step >= total, "n_ids_short": sampler.n_short}
+    return acc.unwrap_model(net), info
+
+
+@torch.no_grad()
+def extract_features(net: ReidNet, images: torch.Tensor, batch_size: int = 256, device: str | torch.device = "cpu",
+                     mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    net.eval()
+    dev = next(net.parameters()).device
+    out = [net.features(normalise(images[i:i + batch_size], mean, std).to(dev)).float().cpu()
+           for i in range(0, len(images), batch_size)]
+    return F.normalize(torch.cat(out), dim=1)
+
+
+def evaluate_reid_model(net: ReidNet, query: LabelledImages, gallery: LabelledImages,
+                        batch_size: int = 256) -> dict:
+    """{"mAP","rank1","rank5","rank10"} on a query/gallery split (labels = the files' pids)."""
+    from rgsyn.metrics import evaluate_reid
+
+    qf = extract_features(net, query.images, batch_size)
+    gf = extract_features(net, gallery.images, batch_size)
+    dist = (2 - 2 * qf @ gf.T).clamp(min=0)
+    r = evaluate_reid(dist, query.pids, gallery.pids, query.camids, gallery.camids, max_rank=50)
+    cmc = r["cmc"]
+    at = lambda k: float(cmc[min(k, len(cmc)) - 1])  # noqa: E731
+    return {"mAP": r["mAP"], "rank1": at(1), "rank5": at(5), "rank10": at(10)}

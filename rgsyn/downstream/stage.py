@@ -1,0 +1,197 @@
+"""`rgsyn train --benchmark B --variant V --seed S`: train and evaluate one downstream model.
+
+benchmark: market1501 | cuhk03 (person re-ID, `reid` params) or casia_face (CosFace, `face` params;
+also evaluated on RFW). The variant (`params.variants[V]`) says which synthetic set joins the real
+training data (`none`, `cold`, `rl-<rewards>` -> `paths.synthetic_dir(B, ...)`), which selector picks
+the synthetic samples of each step (`none | random | lookahead`), and whether random erasing is on.
+
+Writes (atomically): `paths.run_metrics(B, V, S)` (JSON; a non-finite value such as an SER with a
+zero-error group is written as null), `paths.train_curve(B, V, S)` (CSV, one row per step) and the
+model `paths.downstream_dir(B, V, S)/model.pt` (loadable with `load_identity_encoder`). The training
+state is checkpointed every epoch outside the DVC outputs (`rgsyn.checkpoint`); a killed run
+resumes from the last finished epoch and ends with the same metrics as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io as _io
+import math
+import time
+
+import torch
+
+from rgsyn import io, paths, tracking
+from rgsyn.errors import ConfigError
+
+
+def _finite_or_none(obj):
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, float]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{key}."))
+        elif isinstance(v, (int, float)) and v is not None and math.isfinite(float(v)):
+            out[key] = float(v)
+    return out
+
+
+def _curve_csv(history: list[dict]) -> str:
+    if not history:
+        return "step,loss\n"
+    buf = _io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(history[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(history)
+    return buf.getvalue()
+
+
+class _StepLogger:
+    """Buffers per-step losses and sends them to MLflow in one batch per epoch (sqlite is slow
+    per call: one call per step would cost seconds per toy stage)."""
+
+    def __init__(self, run):
+        self.run, self.buf, self.last_epoch = run, [], None
+
+    def __call__(self, step: int, rec: dict) -> None:
+        if self.last_epoch is not None and rec["epoch"] != self.last_epoch:
+            self.flush()
+        self.last_epoch = rec["epoch"]
+        self.buf.append(rec)
+
+    def flush(self) -> None:
+        if not self.buf or self.run is None:
+            self.buf = []
+            return
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, int(r["step"])) for r in self.buf for k, v in r.items()
+                   if k not in ("step", "epoch")]
+        MlflowClient().log_batch(self.run.run_id, metrics=metrics)
+        self.buf = []
+
+
+def _reid_data(params, benchmark: str, synthetic: str):
+    from rgsyn.data.cuhk03 import read_cuhk03
+    from rgsyn.data.market import read_market1501
+    from rgsyn.downstream.datasets import reid_label_map, reid_set, synthetic_dir_or_none
+
+    p, dp = params.reid, params.data.paths
+    splits = (read_market1501(dp.market1501) if benchmark == "market1501"
+              else read_cuhk03(dp.cuhk03, mode=dp.cuhk03_mode))
+    lm = reid_label_map(splits.train)
+    size = (p.height, p.width)
+    train = reid_set(splits.train, size, lm)
+    query, gallery = reid_set(splits.query, size), reid_set(splits.gallery, size)
+    syn = None
+    if synthetic != "none":
+        root = synthetic_dir_or_none(paths.synthetic_dir(benchmark, synthetic))
+        syn = reid_set(read_market1501(root, splits=("train",)).train, size, lm, what=f"synthetic set {root}")
+    return train, len(lm), query, gallery, syn
+
+
+def _face_data(params, synthetic: str, transform):
+    from rgsyn.data.faces import read_id_folders
+    from rgsyn.downstream.datasets import face_label_map, face_set, synthetic_dir_or_none
+
+    recs = read_id_folders(params.data.paths.casia_face)
+    lm = face_label_map(recs)
+    train = face_set(recs, params.face.size, lm, transform=transform)
+    syn = None
+    if synthetic != "none":
+        root = synthetic_dir_or_none(paths.synthetic_dir("casia_face", synthetic))
+        syn = face_set(read_id_folders(root), params.face.size, lm, what=f"synthetic set {root}",
+                       transform=transform)
+    return train, len(lm), syn
+
+
+def train_and_evaluate(params, benchmark: str, variant: str, seed: int, run=None, progress: bool = True,
+                       stop_after_epoch: int | None = None) -> dict | None:
+    """The stage without MLflow set-up (tests call it). Returns the run metrics (None if stopped)."""
+    from rgsyn.checkpoint import Checkpointer
+    from rgsyn.downstream.encoder import save_identity_encoder
+    from rgsyn.selection import build_selector
+
+    if benchmark not in paths.TRAINED_BENCHMARKS:
+        raise ConfigError(f"train: unknown benchmark {benchmark!r}; choose one of {list(paths.TRAINED_BENCHMARKS)}")
+    v = params.variant(variant)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    kind = "face" if benchmark == "casia_face" else "reid"
+    section = params.face if kind == "face" else params.reid
+    config = dataclasses.asdict(section)
+    aligner = None
+    if kind == "face" and params.face.align == "mtcnn":
+        from rgsyn.downstream.face import Aligner
+
+        aligner = Aligner(params.face.size)
+    if kind == "reid":
+        train, n_cls, query, gallery, syn = _reid_data(params, benchmark, v.synthetic)
+    else:
+        train, n_cls, syn = _face_data(params, v.synthetic, aligner)
+    selector = build_selector(v.selection, params.selection, seed) if syn is not None else None
+    ck = Checkpointer(f"train-{benchmark}-{variant}-seed{seed}",
+                      {"section": config, "variant": dataclasses.asdict(v), "selection": dataclasses.asdict(
+                          params.selection), "seed": seed, "n_real": len(train), "n_syn": len(syn) if syn else 0})
+    logger = _StepLogger(run)
+    if kind == "reid":
+        from rgsyn.downstream.reid import evaluate_reid_model, train_reid
+
+        net, info = train_reid(train, n_cls, section, seed, synthetic=syn, selector=selector,
+                               random_erasing=v.random_erasing, device=params.device, checkpointer=ck,
+                               on_step=logger, progress=progress, stop_after_epoch=stop_after_epoch)
+    else:
+        from rgsyn.downstream.face import evaluate_face_model, train_face
+
+        net, info = train_face(train, n_cls, section, seed, synthetic=syn, selector=selector,
+                               device=params.device, checkpointer=ck, on_step=logger, progress=progress,
+                               stop_after_epoch=stop_after_epoch)
+    logger.flush()
+    if not info["completed"]:
+        return None
+    t0 = time.perf_counter()
+    if kind == "reid":
+        metrics = evaluate_reid_model(net, query, gallery, section.eval_batch_size)
+    else:
+        metrics = evaluate_face_model(net, params.data.paths.verification, params.data.paths.rfw_bias,
+                                      section, transform=aligner)
+    metrics.update({"train_seconds": info["train_seconds"], "eval_seconds": time.perf_counter() - t0,
+                    "n_real": info["n_real"], "n_synthetic_used": info["n_synthetic_used"],
+                    "n_synthetic_available": len(syn) if syn is not None else 0})
+    if aligner is not None:
+        metrics["n_align_fallback"] = aligner.n_fallback
+        metrics["n_align_total"] = aligner.n_total
+    if kind == "reid":
+        metrics["n_ids_fewer_than_K"] = info["n_ids_short"]
+    metrics = _finite_or_none(metrics)
+    save_identity_encoder(paths.downstream_dir(benchmark, variant, seed) / "model.pt", net, kind, config, n_cls)
+    io.write_text(paths.train_curve(benchmark, variant, seed), _curve_csv(info["history"]))
+    io.write_json(paths.run_metrics(benchmark, variant, seed), metrics)
+    ck.clear()
+    return metrics
+
+
+def run(params, benchmark: str, variant: str, seed: int) -> dict:
+    with tracking.stage_run(params, "train", run_name=f"train-{benchmark}-{variant}-seed{seed}",
+                            extra_tags={"rgsyn.benchmark": benchmark, "rgsyn.variant": variant,
+                                        "rgsyn.seed": str(seed)}) as run:
+        section = "face" if benchmark == "casia_face" else "reid"
+        tracking.log_params_section(run, params, section, "selection")
+        run.log_params({"variant": variant, "seed": seed, "benchmark": benchmark,
+                        "variant_def": dataclasses.asdict(params.variant(variant))})
+        metrics = train_and_evaluate(params, benchmark, variant, seed, run=run)
+        run.log_metrics(_flat(metrics), check_finite=False)
+        run.log_artifact(paths.run_metrics(benchmark, variant, seed))
+        summary = (f"mAP {metrics['mAP']:.3f} R1 {metrics['rank1']:.3f}" if section == "reid"
+                   else f"avg acc {metrics['avg']:.3f}")
+        print(f"train {benchmark}/{variant}/seed{seed}: {summary}, {metrics['train_seconds']:.1f} s training")
+        return metrics

@@ -1,0 +1,185 @@
+"""Downstream training: PK sampling, determinism, resume after a kill, synthetic mixing, face eval."""
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from rgsyn import paths
+from rgsyn.config import DataParams, FaceWorld, Params, PersonWorld, PriorWorld
+from rgsyn.downstream.datasets import PKSampler
+from rgsyn.errors import DataError
+
+TIMING = {"train_seconds", "eval_seconds"}
+
+
+def tiny_params(world: Path) -> Params:
+    p = Params()
+    p.device = "cpu"
+    dp = p.data.paths
+    dp.market1501, dp.cuhk03 = str(world / "market1501"), str(world / "cuhk03")
+    dp.casia_face, dp.verification, dp.rfw_bias = str(world / "casia"), str(world / "verification"), str(world / "rfw")
+    p.reid = dataclasses.replace(p.reid, backbone="osnet_x0_25", height=32, width=16, epochs=2, P=4, K=2,
+                                 warmup_epochs=1, syn_per_batch=4, eval_batch_size=64)
+    p.face = dataclasses.replace(p.face, size=16, epochs=2, batch_size=16, embedding_dim=16, syn_per_batch=4)
+    return p
+
+
+def build_tiny_world(root: Path) -> Path:
+    from rgsyn.data.toy.world import build_world
+
+    dp = DataParams(
+        market=PersonWorld(n_train_ids=8, n_test_ids=6, imgs_per_id_cam=1, cams_per_id=3, n_distractors=3,
+                           n_junk=2, height=32, width=16),
+        cuhk03=PersonWorld(n_train_ids=8, n_test_ids=6, n_cams=2, cams_per_id=2, imgs_per_id_cam=2,
+                           n_distractors=0, n_junk=0, height=32, width=16),
+        faces=FaceWorld(n_train_ids=8, imgs_per_id=4, n_pairs=20, n_rfw_pairs=20, size=16),
+        prior=PriorWorld(n_classes=2, imgs_per_class=1, size=8))
+    build_world(dp, root, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return build_tiny_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+# ------------------------------------------------------------------------------ PK sampling
+def test_pk_batches_have_p_ids_times_k_and_are_deterministic():
+    labels = torch.tensor([0] * 6 + [1] * 4 + [2] * 4 + [3] * 8 + [4] * 2)
+    s = PKSampler(labels, P=3, K=2, seed=5)
+    batches = s.epoch(0)
+    assert batches and all(len(b) == 6 for b in batches)
+    for b in batches:
+        ids, counts = torch.unique(labels[b], return_counts=True)
+        assert len(ids) == 3 and (counts == 2).all()
+    assert [b.tolist() for b in batches] == [b.tolist() for b in PKSampler(labels, 3, 2, 5).epoch(0)]
+    assert [b.tolist() for b in batches] != [b.tolist() for b in s.epoch(1)]
+
+
+def test_pk_identity_with_fewer_than_k_images_is_sampled_with_replacement():
+    labels = torch.tensor([0, 1, 1, 1, 1, 2, 2, 2, 2])   # identity 0 has 1 image, K = 4
+    s = PKSampler(labels, P=2, K=4, seed=0)
+    assert s.n_short == 1
+    seen = torch.cat([torch.cat(s.epoch(e)) for e in range(6)])
+    zero = seen[labels[seen] == 0]
+    assert len(zero) > 0 and (zero == 0).all() and len(zero) % 4 == 0   # repeated, never crashes
+
+
+def test_pk_needs_p_identities():
+    with pytest.raises(DataError, match="P=5"):
+        PKSampler(torch.tensor([0, 0, 1, 1]), P=5, K=2, seed=0)
+
+
+# ------------------------------------------------------------------------------ ReID runs
+def _strip(m):
+    return {k: v for k, v in m.items() if k not in TIMING}
+
+
+def test_reid_same_seed_same_metrics_and_resume_after_kill(world, workdir):
+    from rgsyn.downstream.stage import train_and_evaluate
+
+    p = tiny_params(world)
+    full = train_and_evaluate(p, "market1501", "real", 0, progress=False)
+    assert 0.0 <= full["mAP"] <= 1.0 and 0.0 <= full["rank1"] <= full["rank5"] <= full["rank10"] <= 1.0
+    assert full["n_real"] == 8 * 3 and full["n_synthetic_used"] == 0
+    curve = paths.train_curve("market1501", "real", 0).read_text()
+    again = train_and_evaluate(p, "market1501", "real", 0, progress=False)
+    assert _strip(again) == _strip(full)
+    assert paths.train_curve("market1501", "real", 0).read_text() == curve
+
+    # "kill" after the first epoch: the checkpoint survives, no outputs are written
+    paths.run_metrics("market1501", "real", 0).unlink()
+    assert train_and_evaluate(p, "market1501", "real", 0, progress=False, stop_after_epoch=1) is None
+    assert not paths.run_metrics("market1501", "real", 0).exists()
+    ckpts = list(Path(".rgsyn/work").glob("train-market1501-real-seed0/checkpoint.pt"))
+    assert len(ckpts) == 1
+    state = torch.load(ckpts[0], weights_only=True)
+    assert state["epoch"] == 1
+    resumed = train_and_evaluate(p, "market1501", "real", 0, progress=False)
+    assert _strip(resumed) == _strip(full)
+    assert paths.train_curve("market1501", "real", 0).read_text() == curve
+    assert not ckpts[0].exists()   # cleared after success
+
+    other = train_and_evaluate(p, "market1501", "real", 1, progress=False)
+    assert _strip(other) != _strip(full)
+
+
+def _write_synthetic_persons(world: Path, benchmark: str, generator: str, pid_shift: int = 0) -> Path:
+    out = paths.synthetic_dir(benchmark, generator) / "bounding_box_train"
+    out.mkdir(parents=True, exist_ok=True)
+    for n, src in enumerate(sorted((world / "market1501" / "bounding_box_train").glob("*.jpg"))):
+        pid = int(src.name[:4]) + pid_shift
+        shutil.copy(src, out / f"{pid:04d}_c1s9_{n:06d}_00.jpg")
+    return out
+
+
+@pytest.mark.parametrize("variant", ["syn_cold", "ours"])
+def test_reid_with_synthetic_and_selection(world, workdir, variant):
+    from rgsyn.downstream.stage import train_and_evaluate
+
+    p = tiny_params(world)
+    _write_synthetic_persons(world, "market1501", p.variant(variant).synthetic)
+    m = train_and_evaluate(p, "market1501", variant, 0, progress=False)
+    steps = len(paths.train_curve("market1501", variant, 0).read_text().splitlines()) - 1
+    per_step = p.reid.syn_per_batch
+    if variant == "syn_cold":
+        assert m["n_synthetic_used"] == steps * per_step
+    else:  # lookahead keeps round(fraction * multiplier * syn_per_batch) of the candidates
+        keep = round(p.selection.fraction * p.selection.candidate_multiplier * per_step)
+        assert m["n_synthetic_used"] == steps * keep
+    assert m["n_synthetic_available"] == 8 * 3
+
+
+def test_synthetic_pid_outside_training_ids_is_an_error(world, workdir):
+    from rgsyn.downstream.stage import train_and_evaluate
+
+    _write_synthetic_persons(world, "market1501", "cold", pid_shift=5000)
+    with pytest.raises(DataError, match="not a training identity"):
+        train_and_evaluate(tiny_params(world), "market1501", "syn_cold", 0, progress=False)
+
+
+def test_missing_synthetic_set_is_an_error(world, workdir):
+    from rgsyn.downstream.stage import train_and_evaluate
+
+    with pytest.raises(DataError, match="rgsyn generate"):
+        train_and_evaluate(tiny_params(world), "cuhk03", "syn_cold", 0, progress=False)
+
+
+# ------------------------------------------------------------------------------ faces
+def test_face_run_evaluates_five_sets_and_rfw(world, workdir):
+    from rgsyn.downstream.stage import train_and_evaluate
+    from rgsyn.paths import RFW_GROUPS, VERIFICATION_SETS
+
+    p = tiny_params(world)
+    m = train_and_evaluate(p, "casia_face", "real", 0, progress=False)
+    for s in VERIFICATION_SETS:
+        assert 0.0 <= m[s] <= 1.0 and m[f"{s}_std"] >= 0.0 and f"{s}_tar_at_far_1e-3" in m
+    assert m["avg"] == pytest.approx(sum(m[s] for s in VERIFICATION_SETS) / 5)
+    rfw = m["rfw"]
+    assert set(RFW_GROUPS) <= set(rfw)
+    assert rfw["mean"] == pytest.approx(sum(rfw[g] for g in RFW_GROUPS) / 4)
+    assert rfw["ser"] is None or rfw["ser"] >= 1.0
+    assert paths.run_metrics("casia_face", "real", 0).is_file()
+    assert (paths.downstream_dir("casia_face", "real", 0) / "model.pt").is_file()
+
+
+def test_mtcnn_fallback_is_counted_not_dropped():
+    import numpy as np
+    from PIL import Image
+
+    from rgsyn.downstream.face import Aligner
+
+    al = Aligner(16)
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8))
+    out = al(noise)
+    assert al.n_total == 1 and al.n_fallback == 1
+    assert out.size == (30, 30)   # centre crop of the short side; resized later by the loader
