@@ -20,7 +20,7 @@ table.t thead tr:first-child th{border-top:2px solid #1d2330}table.t tbody tr:la
 table.t .lab{text-align:left}table.t td.wrap{white-space:normal;max-width:430px;text-align:left}
 tr.blk td{border-top:1px solid #c9ced8}tr.paper td{color:#3a4a6b}tr.delta td{color:#596275;font-size:12px}
 table.t td.nr{color:#a33;font-style:italic}table.t td.rep{color:#6b4fa3;font-style:italic}table.t td.na{color:#9aa1ad}
-th.grp{text-align:center;border-bottom:1px solid #8a93a5}
+table.t th.grp{text-align:center;border-bottom:1px solid #8a93a5}
 .meta{border-collapse:collapse;font-size:13px}.meta td{text-align:left;padding:2px 12px 2px 0;border:0}.meta td:first-child{color:#596275}
 .note{background:#fff6db;border-left:4px solid #e0a800;padding:10px 14px;margin:14px 0;font-size:14px}
 .notes{font-size:12px;color:#596275;margin:.2em 0 1em;padding-left:1.2em}
