@@ -118,7 +118,7 @@ class DiTArch:
     in_channels: int = rng(1, None, 3)
     num_layers: int = rng(1, None, 4)
     num_attention_heads: int = rng(1, None, 4)
-    attention_head_dim: int = rng(4, None, 24)
+    attention_head_dim: int = rng(4, None, 16)
     num_classes: int = rng(0, None, 0)     # 0 = one per class folder of the prior domain
 
 
@@ -128,10 +128,10 @@ class PriorParams:
     vae: str = ""                 # paper: SD VAE folder/hub id; toy: "" = pixel space (identity AE)
     arch: DiTArch = field(default_factory=DiTArch)
     num_train_timesteps: int = rng(10, None, 1000)
-    steps: int = rng(0, None, 1500)
+    steps: int = rng(0, None, 500)        # toy: ~60-90 s on 2 CPU cores; paper: 0 (loaded)
     batch_size: int = rng(1, None, 64)
-    lr: float = rng(0.0, 1.0, 3e-4)
-    checkpoint_every: int = rng(1, None, 250)
+    lr: float = rng(0.0, 1.0, 1e-3)
+    checkpoint_every: int = rng(1, None, 100)
 
 
 @dataclass
@@ -162,6 +162,9 @@ class ColdstartParams:
 class GenerateParams:
     per_identity: int = rng(1, None, 8)
     batch_size: int = rng(1, None, 64)
+    seed: int = rng(0, None, 0)                   # image n of identity row r uses seed (seed, r, n)
+    memorisation_threshold: float = rng(-1.0, 1.0, 0.95)  # nearest-real cosine above = likely copy
+    grid_identities: int = rng(1, None, 8)        # rows of the sample grid (synthetic | real)
 
 
 # ------------------------------------------------------------------------------------ rl
