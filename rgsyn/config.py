@@ -224,17 +224,21 @@ class ReidParams:
     pretrained: str = ""                # local weights file for the backbone; "" = random init
     height: int = rng(16, None, 64)
     width: int = rng(8, None, 32)
-    epochs: int = rng(1, None, 12)
+    epochs: int = rng(1, None, 16)
     P: int = rng(1, None, 16)
     K: int = rng(1, None, 4)
-    lr: float = rng(0.0, 1.0, 3.5e-4)
+    lr: float = rng(0.0, 1.0, 3e-3)      # paper: 3.5e-4
     weight_decay: float = rng(0.0, 1.0, 5e-4)
-    warmup_epochs: int = rng(0, None, 2)
+    warmup_epochs: int = rng(0, None, 1)
     label_smoothing: float = rng(0.0, 1.0, 0.1)
     triplet_margin: float = rng(0.0, None, 0.3)
+    # features the triplet loss sees: "normalised" (L2, toy default: with raw features the short toy
+    # runs collapse the feature norm and stay near chance) or "raw" (BoT/torchreid, for long runs)
+    triplet_features: str = one_of("normalised", "raw", default="normalised")
     random_erasing_p: float = rng(0.0, 1.0, 0.5)
     syn_per_batch: int = rng(0, None, 16)      # synthetic samples mixed into each batch
     eval_batch_size: int = rng(1, None, 256)
+    threads: int = rng(0, None, 1)             # CPU intra-op threads while training (0 = torch default)
 
 
 @dataclass
@@ -252,6 +256,7 @@ class FaceParams:
     align: str = one_of("none", "mtcnn", default="none")
     flip_eval: bool = True
     syn_per_batch: int = rng(0, None, 16)
+    threads: int = rng(0, None, 1)             # CPU intra-op threads while training (0 = torch default)
 
 
 @dataclass

@@ -139,7 +139,7 @@ def run(params, domain: str) -> dict:
     from rgsyn import paths, tracking
     from rgsyn.checkpoint import Checkpointer
     from rgsyn.downstream.face import train_face
-    from rgsyn.downstream.reid import train_reid
+    from rgsyn.downstream.reid import cpu_threads, train_reid
 
     if domain not in paths.DOMAINS:
         raise CheckpointError(f"encoder: unknown domain {domain!r}; choose one of {list(paths.DOMAINS)}")
@@ -156,8 +156,9 @@ def run(params, domain: str) -> dict:
                                                             "classes": num_classes})
             on_step = lambda s, r, w=which: run.log_metrics({f"{w}.loss": r["loss"]}, step=s)  # noqa: E731
             train = train_reid if kind == "reid" else train_face
-            net, info = train(data, num_classes, section, seed, device=params.device, checkpointer=ck,
-                              on_step=on_step)
+            with cpu_threads(section.threads):
+                net, info = train(data, num_classes, section, seed, device=params.device, checkpointer=ck,
+                                  on_step=on_step)
             save_identity_encoder(paths.encoder_path(domain, which), net, kind, config, num_classes)
             ck.clear()
             run.log_metrics({f"{which}.train_seconds": info["train_seconds"]})

@@ -15,6 +15,7 @@ distances, `rgsyn.metrics.evaluate_reid` (Market-1501 protocol).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -157,6 +158,22 @@ def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     return f
 
 
+@contextlib.contextmanager
+def cpu_threads(n: int):
+    """Run with `n` intra-op CPU threads (0 = leave torch's setting), restoring it afterwards.
+
+    The toy models are made of many small ops; when other processes share the 2 cores, 2 threads
+    made an osnet_x0_25 step ~50x slower than 1 thread (10 s vs 0.2 s, measured) because every op
+    waits at a thread barrier. Hence the toy default `threads: 1`."""
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def device_of(params_device: str) -> tuple[torch.device, "object"]:
     """(device, accelerator): accelerate places the model; cpu when asked or no CUDA."""
     from accelerate import Accelerator
@@ -188,7 +205,8 @@ def train_reid(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
     total = steps_per_epoch * p.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, steps_per_epoch * p.warmup_epochs))
     net, opt = acc.prepare(net, opt)
-    ce = CrossEntropyLoss(num_classes, eps=p.label_smoothing, use_gpu=False, label_smooth=p.label_smoothing > 0)
+    ce = CrossEntropyLoss(num_classes, eps=p.label_smoothing, use_gpu=dev.type == "cuda",
+                          label_smooth=p.label_smoothing > 0)
     tri = TripletLoss(margin=p.triplet_margin)
     erasing = RandomErasing(p=p.random_erasing_p, value=0) if random_erasing else None
     use_syn = synthetic is not None and len(synthetic) > 0 and p.syn_per_batch > 0
@@ -226,7 +244,7 @@ def train_reid(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
                 x, y = torch.cat([x, xs]), torch.cat([y, ys])
             logits, feats = net.forward_train(x)
             loss_id = ce(logits, y)
-            loss_tri = tri(feats, y)
+            loss_tri = tri(F.normalize(feats, dim=1) if p.triplet_features == "normalised" else feats, y)
             loss = loss_id + loss_tri
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"reid training: loss is {loss.item()} at step {step}")

@@ -118,6 +118,14 @@ def _face_data(params, synthetic: str, transform):
 def train_and_evaluate(params, benchmark: str, variant: str, seed: int, run=None, progress: bool = True,
                        stop_after_epoch: int | None = None) -> dict | None:
     """The stage without MLflow set-up (tests call it). Returns the run metrics (None if stopped)."""
+    from rgsyn.downstream.reid import cpu_threads
+
+    section = params.face if benchmark == "casia_face" else params.reid
+    with cpu_threads(section.threads):
+        return _train_and_evaluate(params, benchmark, variant, seed, run, progress, stop_after_epoch)
+
+
+def _train_and_evaluate(params, benchmark, variant, seed, run, progress, stop_after_epoch):
     from rgsyn.checkpoint import Checkpointer
     from rgsyn.downstream.encoder import save_identity_encoder
     from rgsyn.selection import build_selector
