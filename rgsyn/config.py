@@ -245,14 +245,15 @@ class ReidParams:
 class FaceParams:
     backbone: str = one_of("resnet50", "resnet18", "small_resnet", default="small_resnet")
     size: int = rng(16, None, 32)
-    epochs: int = rng(1, None, 12)
+    epochs: int = rng(1, None, 8)
     batch_size: int = rng(1, None, 64)
-    lr: float = rng(0.0, 10.0, 0.1)
+    lr: float = rng(0.0, 10.0, 0.02)      # paper: 0.1
     momentum: float = rng(0.0, 1.0, 0.9)
     weight_decay: float = rng(0.0, 1.0, 5e-4)
-    cosface_s: float = rng(0.0, None, 64.0)
+    cosface_s: float = rng(0.0, None, 16.0)  # paper: 64 (from scratch on the tiny toy set s=64 stays at chance)
     cosface_m: float = rng(0.0, 1.0, 0.35)
     embedding_dim: int = rng(2, None, 128)
+    width: int = rng(4, None, 16)              # small_resnet: channels of its first stage
     align: str = one_of("none", "mtcnn", default="none")
     flip_eval: bool = True
     syn_per_batch: int = rng(0, None, 16)

@@ -62,7 +62,7 @@ class _Block(nn.Module):
 class SmallResNet(nn.Module):
     """A 3-stage ResNet for tiny faces: (B,3,S,S) -> (B, embedding_dim) (BN-FC-BN embedding)."""
 
-    def __init__(self, embedding_dim: int, size: int, width: int = 32):
+    def __init__(self, embedding_dim: int, size: int, width: int = 16):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
         self.layer1 = _Block(width, width, 1)
@@ -111,16 +111,16 @@ class FaceNet(nn.Module):
         return e
 
 
-def build_face_backbone(backbone: str, embedding_dim: int, size: int) -> nn.Module:
+def build_face_backbone(backbone: str, embedding_dim: int, size: int, width: int = 16) -> nn.Module:
     if backbone == "small_resnet":
-        return SmallResNet(embedding_dim, size)
+        return SmallResNet(embedding_dim, size, width)
     if backbone in ("resnet50", "resnet18"):
         return _TorchvisionEmbedding(backbone, embedding_dim)
     raise CheckpointError(f"face.backbone: unknown backbone {backbone!r}")
 
 
 def build_face_model(p, num_classes: int) -> FaceNet:
-    return FaceNet(build_face_backbone(p.backbone, p.embedding_dim, p.size),
+    return FaceNet(build_face_backbone(p.backbone, p.embedding_dim, p.size, p.width),
                    CosFaceHead(p.embedding_dim, num_classes, p.cosface_s, p.cosface_m))
 
 
