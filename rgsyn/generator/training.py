@@ -59,8 +59,14 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
                     scheduler, steps: int, batch_size: int, lr: float, seed: int, null_label: int,
                     checkpointer, checkpoint_every: int, device: str = "auto", run=None,
                     label_dropout: float = 0.1, hflip: bool = True, warmup: int | None = None,
-                    max_grad_norm: float = 1.0, log_every: int = 10, desc: str = "denoise") -> dict:
-    """Train `trainable` (a subset of `transformer`'s parameters) in place; returns summary stats."""
+                    max_grad_norm: float = 1.0, log_every: int = 10, desc: str = "denoise",
+                    ema_decay: float = 0.995) -> dict:
+    """Train `trainable` (a subset of `transformer`'s parameters) in place; returns summary stats.
+
+    At the end the trainable parameters are set to their exponential moving average
+    (decay min(ema_decay, (1 + step) / (10 + step)); 0 disables it): short diffusion runs sample
+    much cleaner from the EMA weights than from the last noisy iterate.
+    """
     if len(data) == 0:
         raise ValueError("no training images")
     accelerator = make_accelerator(device)
@@ -70,6 +76,7 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
     warmup = min(100, max(1, steps // 10)) if warmup is None else warmup
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)))
     start = 0
+    ema = [p.detach().clone() for p in trainable] if ema_decay > 0 else None
     state = checkpointer.load() if checkpointer is not None else None
     if state is not None:
         params_by_name = dict(transformer.named_parameters())
@@ -78,8 +85,12 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
                 params_by_name[n].copy_(t)
         optimizer.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["lr_scheduler"])
+        if ema is not None:
+            ema = [state["ema"][n].clone() for n in trainable_names]
         start = int(state["step"])
     model, optimizer = accelerator.prepare(transformer, optimizer)
+    if ema is not None:
+        ema = [e.to(p.device) for e, p in zip(ema, trainable)]
     autoencoder.to(accelerator.device)
     noise_sched = noise_scheduler_for(scheduler)
     alphas = noise_sched.alphas_cumprod.to(accelerator.device)
@@ -97,7 +108,8 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
                            "trainable": {n: pb[n].detach().cpu().clone() for n in trainable_names},
                            "optimizer": optimizer.state_dict() if not hasattr(optimizer, "optimizer")
                            else optimizer.optimizer.state_dict(),
-                           "lr_scheduler": sched.state_dict()})
+                           "lr_scheduler": sched.state_dict(),
+                           "ema": {n: e.cpu() for n, e in zip(trainable_names, ema)} if ema is not None else {}})
 
     bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, leave=False,
                disable=not accelerator.is_main_process)
@@ -123,6 +135,10 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
         optimizer.step()
         sched.step()
         optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            d = min(ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                torch._foreach_lerp_(ema, [p.detach() for p in trainable], 1 - d)
         losses.append(loss.item())
         if run is not None and (step % log_every == 0 or step == steps - 1):
             run.log_metrics({f"{desc}/loss": loss.item(), f"{desc}/grad_norm": float(grad_norm),
@@ -131,6 +147,10 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
             save(step + 1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
     bar.close()
+    if ema is not None:
+        with torch.no_grad():
+            for p, e in zip(trainable, ema):
+                p.copy_(e)
     model.eval()
     tail = losses[-max(1, len(losses) // 10):] if losses else [math.nan]
     return {"steps": steps, "resumed_from": start, "seconds": time.time() - t0,
