@@ -30,9 +30,10 @@ FORMAT_VERSION = 1
 class IdentityEncoder(nn.Module):
     """`encode(images)` with images (B,3,H,W) float in [0,1], any size -> L2-normalised (B, D)."""
 
-    def __init__(self, model: nn.Module, kind: str, input_size: tuple[int, int], mean, std):
+    def __init__(self, model: nn.Module, kind: str, input_size: tuple[int, int], mean, std, threads: int = 0):
         super().__init__()
         self.model, self.kind = model, kind
+        self.threads = threads   # CPU intra-op threads while encoding (0 = torch's setting); see cpu_threads
         self.input_size = tuple(input_size)
         self.mean, self.std = tuple(mean), tuple(std)
         self.eval()
@@ -41,11 +42,14 @@ class IdentityEncoder(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"IdentityEncoder.encode: expected images (B, 3, H, W), got {tuple(images.shape)}")
+        from rgsyn.downstream.reid import cpu_threads
+
         self.model.eval()
         dev = next(self.model.parameters()).device
-        x = normalise(resize_to(images.to(dev).float(), self.input_size).clamp(0, 1), self.mean, self.std)
-        f = self.model.features(x) if self.kind == "reid" else self.model.embed(x)
-        return F.normalize(f.float(), dim=1)
+        with cpu_threads(self.threads if dev.type == "cpu" else 0):
+            x = normalise(resize_to(images.to(dev).float(), self.input_size).clamp(0, 1), self.mean, self.std)
+            f = self.model.features(x) if self.kind == "reid" else self.model.embed(x)
+            return F.normalize(f.float(), dim=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.encode(images)
@@ -93,12 +97,16 @@ def load_identity_encoder(path: str | Path, device: str | torch.device = "cpu") 
     need = {"kind", "config", "num_classes", "input_size", "mean", "std", "state_dict"}
     if not isinstance(blob, dict) or not need <= set(blob):
         raise CheckpointError(f"{p}: missing keys {sorted(need - set(blob or {}))} of an identity encoder file")
-    net = _build(blob["kind"], blob["config"], blob["num_classes"])
+    from rgsyn.downstream.reid import cpu_threads
+
+    threads = int(blob["config"].get("threads", 0))
+    with cpu_threads(threads):
+        net = _build(blob["kind"], blob["config"], blob["num_classes"])
     try:
         net.load_state_dict(blob["state_dict"])
     except RuntimeError as e:
         raise CheckpointError(f"{p}: weights do not fit the saved config: {str(e).splitlines()[0]}") from None
-    return IdentityEncoder(net, blob["kind"], blob["input_size"], blob["mean"], blob["std"]).to(device)
+    return IdentityEncoder(net, blob["kind"], blob["input_size"], blob["mean"], blob["std"], threads).to(device)
 
 
 # --------------------------------------------------------------------------------- stage
