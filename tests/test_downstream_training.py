@@ -183,3 +183,30 @@ def test_mtcnn_fallback_is_counted_not_dropped():
     out = al(noise)
     assert al.n_total == 1 and al.n_fallback == 1
     assert out.size == (30, 30)   # centre crop of the short side; resized later by the loader
+
+
+def test_pretrained_weights_from_a_local_file(tmp_path):
+    from rgsyn.downstream.reid import build_reid_model
+    from rgsyn.errors import CheckpointError
+
+    src = build_reid_model("osnet_x0_25", 5, 32, 16)
+    torch.save(src.backbone.state_dict(), tmp_path / "w.pt")
+    torch.manual_seed(123)
+    dst = build_reid_model("osnet_x0_25", 7, 32, 16, pretrained=str(tmp_path / "w.pt"))
+    a, b = src.backbone.state_dict(), dst.backbone.state_dict()
+    assert torch.equal(a["conv1.conv.weight"], b["conv1.conv.weight"])
+    assert b["classifier.weight"].shape[0] == 7       # the head keeps its own size
+    with pytest.raises(CheckpointError, match="do not exist"):
+        build_reid_model("osnet_x0_25", 7, 32, 16, pretrained=str(tmp_path / "missing.pt"))
+
+
+def test_cosface_margin_only_on_the_true_class():
+    from rgsyn.downstream.face import CosFaceHead
+
+    head = CosFaceHead(4, 3, s=10.0, m=0.5)
+    emb = torch.randn(2, 4)
+    y = torch.tensor([2, 0])
+    plain, margin = head(emb), head(emb, y)
+    diff = plain - margin
+    assert torch.allclose(diff[0], torch.tensor([0.0, 0.0, 5.0])) and torch.allclose(diff[1], torch.tensor([5.0, 0.0, 0.0]))
+    assert plain.abs().max() <= 10.0 + 1e-5

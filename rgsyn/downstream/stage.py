@@ -121,8 +121,13 @@ def train_and_evaluate(params, benchmark: str, variant: str, seed: int, run=None
     from rgsyn.downstream.reid import cpu_threads
 
     section = params.face if benchmark == "casia_face" else params.reid
-    with cpu_threads(section.threads):
-        return _train_and_evaluate(params, benchmark, variant, seed, run, progress, stop_after_epoch)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with cpu_threads(section.threads):
+            return _train_and_evaluate(params, benchmark, variant, seed, run, progress, stop_after_epoch)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
 
 
 def _train_and_evaluate(params, benchmark, variant, seed, run, progress, stop_after_epoch):
@@ -133,7 +138,6 @@ def _train_and_evaluate(params, benchmark, variant, seed, run, progress, stop_af
     if benchmark not in paths.TRAINED_BENCHMARKS:
         raise ConfigError(f"train: unknown benchmark {benchmark!r}; choose one of {list(paths.TRAINED_BENCHMARKS)}")
     v = params.variant(variant)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     kind = "face" if benchmark == "casia_face" else "reid"
     section = params.face if kind == "face" else params.reid
     config = dataclasses.asdict(section)
