@@ -69,7 +69,9 @@ class Cuhk03World(PersonWorld):
 class FaceWorld:
     n_train_ids: int = rng(4, None, 64)                   # CASIA-style identities
     imgs_per_id: int = rng(2, None, 12)
-    group_shares: list[float] = _list(0.55, 0.25, 0.1, 0.1)  # African, Asian, Caucasian, Indian order below
+    # shares of African, Asian, Caucasian, Indian identities (rgsyn.paths.RFW_GROUPS): imbalanced
+    # like CASIA-WebFace, which is mostly Caucasian, so that bias is measurable on the RFW-style set
+    group_shares: list[float] = _list(0.1, 0.2, 0.6, 0.1)
     n_pairs: int = rng(20, None, 600)                     # pairs per verification set (10 folds)
     n_rfw_pairs: int = rng(20, None, 400)                 # pairs per RFW group
     size: int = rng(16, None, 32)
@@ -177,10 +179,10 @@ class RewardWeights:
 
 @dataclass
 class RLParams:
-    lr: float = rng(0.0, 1.0, 1e-4)          # paper: 1e-5
-    steps: int = rng(0, None, 12)             # policy updates
+    lr: float = rng(0.0, 1.0, 3e-3)          # toy: LoRA on a tiny DiT, few updates; paper: 1e-5
+    steps: int = rng(0, None, 10)             # policy updates
     ids_per_step: int = rng(1, None, 4)       # identities per rollout batch
-    samples_per_id: int = rng(2, None, 8)     # trajectories per identity (group for set rewards)
+    samples_per_id: int = rng(2, None, 4)     # trajectories per identity (group for set rewards)
     inner_epochs: int = rng(1, None, 1)
     clip_range: float = rng(0.0, None, 1e-1)
     kl_coef: float = rng(0.0, None, 0.01)
@@ -189,14 +191,17 @@ class RLParams:
     eps: float = rng(0.0, None, 0.1)          # R_exp: target spread (1 + eps) * S_r
     tau: float = rng(1e-9, None, 1.0)         # R_exp temperature
     rbf_bandwidth: float = rng(0.0, None, 0.0)  # 0 = median heuristic
-    lora: LoraParams = field(default_factory=LoraParams)
+    # toy: the feed-forward layers too; attention-only LoRA barely moved the tiny DiT's log-probs
+    lora: LoraParams = field(default_factory=lambda: LoraParams(target_modules=[
+        "to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"]))
     encoder: str = one_of("identity_model", "open_clip", default="identity_model")
     open_clip_model: str = "ViT-B-32"
     open_clip_checkpoint: str = ""
     hacking_guard: str = one_of("off", "warn", "stop", default="warn")
     hacking_window: int = rng(2, None, 4)
     hacking_tolerance: float = rng(0.0, 1.0, 0.05)  # gold drop (accuracy) that counts as falling
-    train_timesteps: int = rng(0, None, 4)    # denoising steps per trajectory in each update (random subset; 0 = all)
+    train_timesteps: int = rng(0, None, 2)    # denoising steps per trajectory in each update (random subset; 0 = all)
+    minibatches: int = rng(1, None, 1)        # optimizer steps per rollout (random chunks of trajectories)
     ref_images_per_id: int = rng(0, None, 0)  # real images per identity for prototypes/F_ref (0 = all)
     checkpoint_every: int = rng(1, None, 4)
     reward_variants: dict[str, RewardWeights] = field(default_factory=lambda: {

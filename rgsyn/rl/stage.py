@@ -8,12 +8,13 @@ One update (PAPER.md step 3):
 2. Reward the decoded images (``rgsyn.rl.rewards``) on the reward encoder's features; the combined
    reward of the variant's weights, standardised within each identity group, is the advantage of
    every step of a trajectory.
-3. One clipped policy-gradient step (``rgsyn.rl.dpok``) on the LoRA parameters, over a random
-   subset of ``train_timesteps`` recorded denoising steps per update (the same subset for the whole
-   batch; 0 = all steps). The subset is a cost choice for the toy profile: the gradient stays an
-   unbiased (rescaled) estimate of the full-chain one. Each step adds the closed-form KL of the
-   current policy to the reference (LoRA disabled). ``inner_epochs`` re-uses a rollout, then the
-   importance ratios and the clipping matter.
+3. Clipped policy-gradient steps (``rgsyn.rl.dpok``) on the LoRA parameters: the batch is split
+   into ``minibatches`` random chunks of trajectories, one optimizer step each, repeated for
+   ``inner_epochs``. Each step accumulates over a random subset of ``train_timesteps`` recorded
+   denoising steps (drawn once per update; 0 = all steps). The subset is a cost choice for the toy
+   profile: the gradient stays an unbiased (rescaled) estimate of the full-chain one. Each term adds
+   the closed-form KL of the current policy to the reference (LoRA disabled). The first optimizer
+   step of an update is on-policy (ratio 1); later ones see ratios != 1, and the clipping acts.
 
 Curves. The paper's combined reward is standardised over each batch, so its batch mean is ~0 by
 construction and cannot show progress. The ``reward`` curve therefore standardises the raw terms
@@ -219,34 +220,42 @@ def run(params: Params, domain: str, rewards: str) -> dict:
             n_train = T if rl.train_timesteps <= 0 else min(T, rl.train_timesteps)
             steps_idx = sorted(rng.choice(T, size=n_train, replace=False).tolist())
             lab = labels.to(device)
+            n_mb = max(1, min(rl.minibatches, labels.numel()))
+            chunks = torch.from_numpy(rng.permutation(labels.numel())).chunk(n_mb)
+            n_terms = n_train * n_mb * rl.inner_epochs
             agg: dict[str, float] = {}
+            norms = []
             for _epoch in range(rl.inner_epochs):
-                optimizer.zero_grad(set_to_none=True)
-                for i in steps_idx:
-                    x_t = traj.latents[i].to(device)
-                    x_prev = traj.latents[i + 1].to(device)
-                    with torch.no_grad(), adapter_disabled(transformer):
-                        mean_ref, std_ref = sampler.step_mean_std(x_t, i, lab)
-                    mean, std = sampler.step_mean_std(x_t, i, lab)
-                    logp = gaussian_log_prob(x_prev, mean, std)
-                    kl = gaussian_kl(mean, std, mean_ref, std_ref)
-                    loss, st = dpok_loss(logp, traj.log_probs[i].to(device), adv, rl.clip_range, kl, rl.kl_coef)
-                    if not torch.isfinite(loss):
-                        raise TrainingDiverged(f"DPOK loss is {float(loss)} at rl step {step} "
-                                               f"(denoising step {i}); stopping")
-                    accelerator.backward(loss / n_train)
-                    for k, v in st.items():
-                        if k == "ratio_min":
-                            agg[k] = min(agg.get(k, math.inf), v)
-                        elif k == "ratio_max":
-                            agg[k] = max(agg.get(k, -math.inf), v)
-                        else:
-                            agg[k] = agg.get(k, 0.0) + v / (n_train * rl.inner_epochs)
-                gn = accelerator.clip_grad_norm_(lora, rl.max_grad_norm if rl.max_grad_norm > 0 else math.inf)
-                grad_norm = float(gn)
-                if not math.isfinite(grad_norm):
-                    raise TrainingDiverged(f"gradient norm is {grad_norm} at rl step {step}; stopping")
-                optimizer.step()
+                for idx in chunks:
+                    idx_d = idx.to(device)
+                    optimizer.zero_grad(set_to_none=True)
+                    for i in steps_idx:
+                        x_t = traj.latents[i][idx].to(device)
+                        x_prev = traj.latents[i + 1][idx].to(device)
+                        with torch.no_grad(), adapter_disabled(transformer):
+                            mean_ref, std_ref = sampler.step_mean_std(x_t, i, lab[idx_d])
+                        mean, std = sampler.step_mean_std(x_t, i, lab[idx_d])
+                        logp = gaussian_log_prob(x_prev, mean, std)
+                        kl = gaussian_kl(mean, std, mean_ref, std_ref)
+                        loss, st = dpok_loss(logp, traj.log_probs[i][idx].to(device), adv[idx_d],
+                                             rl.clip_range, kl, rl.kl_coef)
+                        if not torch.isfinite(loss):
+                            raise TrainingDiverged(f"DPOK loss is {float(loss)} at rl step {step} "
+                                                   f"(denoising step {i}); stopping")
+                        accelerator.backward(loss / n_train)
+                        for k, v in st.items():
+                            if k == "ratio_min":
+                                agg[k] = min(agg.get(k, math.inf), v)
+                            elif k == "ratio_max":
+                                agg[k] = max(agg.get(k, -math.inf), v)
+                            else:
+                                agg[k] = agg.get(k, 0.0) + v / n_terms
+                    gn = accelerator.clip_grad_norm_(lora, rl.max_grad_norm if rl.max_grad_norm > 0 else math.inf)
+                    norms.append(float(gn))
+                    if not math.isfinite(norms[-1]):
+                        raise TrainingDiverged(f"gradient norm is {norms[-1]} at rl step {step}; stopping")
+                    optimizer.step()
+            grad_norm = float(np.mean(norms))
             t_upd += time.perf_counter() - t1
 
             fixed, z_fixed = _fixed_combined(raw, ref_stats, weights)
