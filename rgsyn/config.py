@@ -130,6 +130,7 @@ class PriorParams:
     vae: str = ""                 # paper: SD VAE folder/hub id; toy: "" = pixel space (identity AE)
     arch: DiTArch = field(default_factory=DiTArch)
     num_train_timesteps: int = rng(10, None, 1000)
+    prediction_type: str = one_of("v_prediction", "epsilon", "sample", default="v_prediction")  # toy prior
     steps: int = rng(0, None, 500)        # toy: ~60-90 s on 2 CPU cores; paper: 0 (loaded)
     batch_size: int = rng(1, None, 64)
     lr: float = rng(0.0, 1.0, 1e-3)

@@ -93,12 +93,13 @@ def test_gaussian_log_prob_matches_torch_distribution():
     assert torch.allclose(gaussian_log_prob(x, mean, std), ref, atol=1e-4)
 
 
-def test_step_matches_diffusers_ddim_and_uses_timestep_list(bundle):
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_step_matches_diffusers_ddim_and_uses_timestep_list(bundle, prediction):
     """Mean equals diffusers' DDIMScheduler.step (noise 0) where its t - T/N arithmetic is right
     ("leading"); with "trailing" spacing the previous timestep comes from the list."""
     from diffusers import DDIMScheduler
 
-    s = make(bundle, steps=4)
+    s = make(bundle, steps=4, scheduler=dit.build_scheduler(100, prediction_type=prediction))
     ref = DDIMScheduler.from_config(s.scheduler.config)
     ref.set_timesteps(4)
     y = torch.tensor([0, 2])
@@ -106,7 +107,7 @@ def test_step_matches_diffusers_ddim_and_uses_timestep_list(bundle):
     with torch.no_grad():
         for i in range(3):
             mean, std = s.step_mean_std(x, i, y)
-            eps = s._eps(x, i, y)
+            eps = s._model_output(x, i, y)
             out = ref.step(eps, ref.timesteps[i], x, eta=1.0, use_clipped_model_output=True,
                            variance_noise=torch.zeros_like(x)).prev_sample
             assert torch.allclose(mean, out, atol=1e-5)

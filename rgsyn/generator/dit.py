@@ -93,14 +93,14 @@ def build_dit(arch, out_channels: int | None = None):
 
 
 def build_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2",
-                    clip_sample: bool = True):
+                    clip_sample: bool = True, prediction_type: str = "epsilon"):
     """DDIM scheduler for sampling. `set_alpha_to_one=False`: the last step then keeps a small
     positive variance under eta > 0, so every step, the last included, has a finite log-prob."""
     from diffusers import DDIMScheduler
 
     return DDIMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
                          clip_sample=clip_sample, set_alpha_to_one=False,
-                         prediction_type="epsilon", timestep_spacing="leading", steps_offset=1)
+                         prediction_type=prediction_type, timestep_spacing="leading", steps_offset=1)
 
 
 def _policy_scheduler(scheduler):

@@ -50,7 +50,7 @@ def build_toy(pp, n_classes: int) -> dit.GeneratorBundle:
     from dataclasses import replace
 
     transformer = dit.build_dit(replace(arch, num_classes=n_classes))
-    scheduler = dit.build_scheduler(pp.num_train_timesteps)
+    scheduler = dit.build_scheduler(pp.num_train_timesteps, prediction_type=pp.prediction_type)
     return dit.GeneratorBundle(transformer, scheduler, PixelAutoencoder())
 
 

@@ -2,7 +2,8 @@
 
 Each denoising step is a Gaussian policy (PAPER.md step 3; DDIM, Song et al. 2021, eq. 12):
 
-    eps      = eps_u + s * (eps_c - eps_u)                          (CFG, s = guidance_scale)
+    eps      = eps_u + s * (eps_c - eps_u)                          (CFG, s = guidance_scale; a v- or
+                                                                     x0-predicting model is converted)
     x0_hat   = (x_t - sqrt(1 - a_t) * eps) / sqrt(a_t)              (clipped if scheduler.clip_sample;
                                                                      eps is then re-derived from it)
     sigma_t  = eta * sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
@@ -95,13 +96,18 @@ class PolicySampler:
         self._dir_coef = (1 - a_prev - sigma ** 2).clamp_min(0).sqrt().float()
         cfg = self.scheduler.config
         self._clip = float(cfg.clip_sample_range) if cfg.clip_sample else None
+        self._prediction = cfg.prediction_type
+        if self._prediction not in ("epsilon", "v_prediction", "sample"):
+            raise ValueError(f"unsupported prediction_type {self._prediction!r}")
 
     # --------------------------------------------------------------------------- one step
     @property
     def device(self) -> torch.device:
         return next(self.transformer.parameters()).device
 
-    def _eps(self, x_t: torch.Tensor, step_index: int, labels: torch.Tensor) -> torch.Tensor:
+    def _model_output(self, x_t: torch.Tensor, step_index: int, labels: torch.Tensor) -> torch.Tensor:
+        """The guided network output (epsilon, v or x0, per `prediction_type`); CFG is linear, so
+        guiding any of them equals guiding epsilon."""
         t = self.timesteps[step_index].to(x_t.device)
         channels = x_t.shape[1]
         dtype = next(self.transformer.parameters()).dtype
@@ -122,8 +128,16 @@ class PolicySampler:
         """Mean (B,C,h,w) fp32 and std (0-dim fp32 tensor) of p(x_prev | x_t), differentiable."""
         x_t = x_t.float()
         a_t, a_prev = self._a_t[step_index].item(), self._a_prev[step_index].item()
-        eps = self._eps(x_t, step_index, labels)
-        x0 = (x_t - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+        out = self._model_output(x_t, step_index, labels)
+        if self._prediction == "v_prediction":
+            x0 = math.sqrt(a_t) * x_t - math.sqrt(1 - a_t) * out
+            eps = math.sqrt(a_t) * out + math.sqrt(1 - a_t) * x_t
+        elif self._prediction == "sample":
+            x0 = out
+            eps = (x_t - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
+        else:
+            eps = out
+            x0 = (x_t - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
         if self._clip is not None:
             x0 = x0.clamp(-self._clip, self._clip)
             eps = (x_t - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)

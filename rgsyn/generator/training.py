@@ -2,6 +2,10 @@
 
     loss = || eps - eps_theta(sqrt(a_t) z + sqrt(1 - a_t) eps, t, y) ||^2     (DDPM, Ho et al. 2020)
 
+(or the v target sqrt(a_t) eps - sqrt(1 - a_t) z of Salimans & Ho 2022 when the scheduler's
+prediction_type is "v_prediction", as in the toy pixel-space prior: a small pixel model predicts
+the smooth v far better than white noise eps),
+
 with z = autoencoder.encode(image), t ~ U{0..T-1}, and y replaced by the null label with
 probability `label_dropout` (classifier-free guidance training, Ho & Salimans 2022).
 
@@ -96,6 +100,7 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
     alphas = noise_sched.alphas_cumprod.to(accelerator.device)
     channels = int(transformer.config.in_channels)
     T = int(noise_sched.config.num_train_timesteps)
+    prediction = noise_sched.config.prediction_type
     model.train()
     losses, t0 = [], time.time()
 
@@ -126,7 +131,13 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
         z_t = a.sqrt() * z + (1 - a).sqrt() * noise
         with accelerator.autocast():
             pred = model(z_t, timestep=t, class_labels=y).sample[:, :channels]
-        loss = F.mse_loss(pred.float(), noise)
+        if prediction == "v_prediction":
+            target = a.sqrt() * noise - (1 - a).sqrt() * z
+        elif prediction == "sample":
+            target = z
+        else:
+            target = noise
+        loss = F.mse_loss(pred.float(), target)
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"{desc}: the denoising loss is {loss.item()} at step {step}; stopping "
                                    "(lower the lr or check the data)")
