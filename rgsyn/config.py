@@ -153,10 +153,12 @@ class LoraParams:
 
 @dataclass
 class ColdstartParams:
-    lr: float = rng(0.0, 1.0, 1e-3)      # paper: 1e-5
-    steps: int = rng(0, None, 600)
-    batch_size: int = rng(1, None, 64)
-    train_lora: bool = False
+    lr: float = rng(0.0, 1.0, 3e-3)      # paper: 1e-5
+    steps: int = rng(0, None, 300)
+    batch_size: int = rng(1, None, 32)
+    # toy: the shapes prior has never seen a person, so the head alone cannot draw one; a LoRA on
+    # the attention layers trains with it and is merged at the end. paper: false (frozen backbone).
+    train_lora: bool = True
     lora: LoraParams = field(default_factory=LoraParams)
     checkpoint_every: int = rng(1, None, 200)
 
