@@ -274,7 +274,9 @@ class SelectionParams:
     rescore_every: int = rng(1, None, 1)      # steps between rescoring the candidates
     candidate_multiplier: int = rng(1, None, 2)
     virtual_lr: float = rng(0.0, None, 0.1)   # step size of the virtual lookahead update
-    virtual_params: str = one_of("head", "head_last_block", "all", default="head_last_block")
+    # head: cheapest (benchmarks/bench_selection_overhead.py: CPU s/step head < head_last_block < all)
+    virtual_params: str = one_of("head", "head_last_block", "all", default="head")
+    virtual_batch: int = rng(0, None, 16)      # real images in the virtual step (strided subset; 0 = all)
 
 
 @dataclass

@@ -37,6 +37,10 @@ The default is ``head``; ``benchmarks/bench_selection_overhead.py`` measures the
 its docstring). A model may name its head module explicitly with an attribute
 ``selection_head = "<module name>"``.
 
+``virtual_batch``: the virtual step uses an evenly strided subset of this many real images (0 = the
+whole real batch); with P x K sampling a stride of K keeps one image per identity. The head
+gradient of 16 images is a fine direction estimate and saves most of the real-batch forward.
+
 ``rescore_every``: the lookahead direction ``w' - w`` is recomputed on the real batch every
 ``rescore_every`` steps and reused in between (applied to the current weights), which saves the
 real-batch forward/backward; the candidates, which are new every step, are always scored.
@@ -274,6 +278,11 @@ class LookaheadSelection(Selector):
                 self._plan = self._make_plan(net, x_r, y_r, self._state(net))
             every = self.params.rescore_every
             if self._delta is None or step - self._delta_step >= every or step < self._delta_step:
+                vb = int(getattr(self.params, "virtual_batch", 0) or 0)
+                if 0 < vb < x_r.shape[0]:
+                    # an evenly strided subset: a P x K batch keeps one image of (almost) every identity
+                    idx = torch.arange(0, x_r.shape[0], x_r.shape[0] / vb).long()[:vb].to(x_r.device)
+                    x_r, y_r = x_r[idx], y_r[idx]
                 self._delta = self._virtual_delta(net, x_r, y_r, state)
                 self._delta_step = step
             l_w, l_w2 = self._candidate_losses(net, x_c, y_c, self._state(net), self._delta)

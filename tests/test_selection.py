@@ -129,3 +129,16 @@ def test_random_and_none():
     assert n_keep(0.5, 3) == 2 and n_keep(0.01, 10) == 1 and n_keep(1.0, 4) == 4
     with pytest.raises(ConfigError, match="unknown kind"):
         build_selector("greedy", p, 0)
+
+
+def test_virtual_batch_uses_a_strided_subset_of_the_real_batch():
+    net = TinyNet().eval()
+    protos, x_r, y_r = _data()
+    xc, yc, _ = _candidates(protos, torch.Generator().manual_seed(2))
+    sub = LookaheadSelection(SelectionParams(virtual_params="head", virtual_batch=4))
+    full = LookaheadSelection(SelectionParams(virtual_params="head", virtual_batch=0))
+    torch.testing.assert_close(sub.scores(net, (x_r, y_r), (xc, yc), 0),
+                               full.scores(net, (x_r[::4], y_r[::4]), (xc, yc), 0))
+    fresh = LookaheadSelection(SelectionParams(virtual_params="head", virtual_batch=0))
+    assert not torch.allclose(fresh.scores(net, (x_r, y_r), (xc, yc), 0),
+                              full.scores(net, (x_r[::4], y_r[::4]), (xc, yc), 0))
