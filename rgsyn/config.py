@@ -228,14 +228,14 @@ class EncoderParams:
 @dataclass
 class ReidParams:
     backbone: str = one_of("resnet50", "osnet_x1_0", "osnet_x0_25", "resnet18", "vit_b16",
-                           default="osnet_x0_25")
+                           default="resnet18")
     pretrained: str = ""                # local weights file for the backbone; "" = random init
     height: int = rng(16, None, 64)
     width: int = rng(8, None, 32)
-    epochs: int = rng(1, None, 16)
+    epochs: int = rng(1, None, 4)
     P: int = rng(1, None, 16)
     K: int = rng(1, None, 4)
-    lr: float = rng(0.0, 1.0, 3e-3)      # paper: 3.5e-4
+    lr: float = rng(0.0, 1.0, 1e-3)      # paper: 3.5e-4
     weight_decay: float = rng(0.0, 1.0, 5e-4)
     warmup_epochs: int = rng(0, None, 1)
     label_smoothing: float = rng(0.0, 1.0, 0.1)
