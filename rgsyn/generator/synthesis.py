@@ -117,7 +117,7 @@ def _read_csv(path: Path) -> list[dict]:
 def generate_images(bundle, sampler: PolicySampler, plan: list[dict], work: Path, batch_size: int,
                     size: tuple[int, int], desc: str = "generate") -> tuple[list[dict], int]:
     """Sample `plan` (dicts with path/identity/row/seed) into `work/out`; returns (manifest rows,
-    number of batches actually sampled in this call)."""
+    number of images actually sampled in this call)."""
     out, parts = work / "out", work / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     n_batches = (len(plan) + batch_size - 1) // batch_size
@@ -133,7 +133,7 @@ def generate_images(bundle, sampler: PolicySampler, plan: list[dict], work: Path
         for it, img in zip(items, traj.images):
             io.save_image(out / it["path"], to_pil(img, size), quality=95)
         _write_part(part, items)
-        done_now += 1
+        done_now += len(items)
     rows = []
     for k in range(n_batches):
         rows += _read_csv(parts / f"batch_{k:06d}.csv")
@@ -261,7 +261,7 @@ def run(params: Params, benchmark: str, generator: str) -> dict:
         metrics = quality_metrics(real_f, real_labels, syn_f, [r["identity"] for r in rows],
                                   gp.memorisation_threshold)
         metrics.update({"n_images": len(rows), "n_identities": len(ids),
-                        "images_per_second": (sampled * gp.batch_size) / gen_seconds if sampled else 0.0,
+                        "images_per_second": sampled / gen_seconds if sampled else 0.0,
                         "seconds": time.time() - t0})
 
         # publish: the whole synthetic folder in one rename
