@@ -28,8 +28,9 @@ depend on ``virtual_lr`` as long as the step is small; ``virtual_lr`` only needs
 for the first-order picture to hold and large enough to stay above float noise.
 
 Which parameters the virtual step covers (``virtual_params``):
-- ``head``: only the classifier head (the last parameterised module the forward calls). The
-  backbone features of a batch are then computed once, and ``w'`` only re-runs the head on them.
+- ``head``: only the classifier head (the last parameterised module the forward calls). One
+  backbone pass over the real (virtual-step) images and the candidates together, as in a mixed
+  training batch, gives the head inputs; the virtual step and ``w'`` only re-run the head.
 - ``head_last_block``: the head plus the last block before it (e.g. ``layer4.2`` of a ResNet,
   ``blocks.11`` of a ViT, the ``fc`` embedding of OSNet); two full forwards of the candidates.
 - ``all``: every parameter; two full forwards plus a full backward on the real batch.
@@ -266,6 +267,43 @@ class LookaheadSelection(Selector):
             l_w2 = F.cross_entropy(logits_w2.float(), y, reduction="none")
         return l_w, l_w2
 
+    def _fused_scores(self, net, x_r, y_r, x_c, y_c, state, step) -> Tensor:
+        """Head-only fast path: ONE backbone pass over real + candidates (as in a mixed training
+        batch), then the virtual step on the real rows' head inputs and the candidate losses under
+        w and w' from the head alone. Saves a second backbone call (per-call overhead dominates
+        small CPU batches)."""
+        head_name = self._plan["head"]
+        head = dict(net.named_modules())[head_name]
+        n_r, n = x_r.shape[0], x_r.shape[0] + x_c.shape[0]
+        cap = self._capture_head_input(net, head, state, torch.cat([x_r, x_c]), torch.cat([y_r, y_c]))
+
+        def part(obj, sl):
+            if isinstance(obj, Tensor) and obj.dim() > 0 and obj.shape[0] == n:
+                return obj[sl]
+            if isinstance(obj, (tuple, list)):
+                return type(obj)(part(o, sl) for o in obj)
+            if isinstance(obj, dict):
+                return {k: part(v, sl) for k, v in obj.items()}
+            return obj
+
+        real, cand = slice(0, n_r), slice(n_r, n)
+        sel = {k: state[k].clone().requires_grad_(True) for k in self._plan["selected"]}
+        with torch.enable_grad():
+            logits = functional_call(head, self._sub({**state, **sel}, head_name),
+                                     part(cap["args"], real), part(cap["kwargs"], real))
+            loss = F.cross_entropy(logits.float(), y_r)
+            grads = torch.autograd.grad(loss, list(sel.values()), allow_unused=True)
+        lr = self.params.virtual_lr
+        self._delta = {k: (-lr * g) if g is not None else torch.zeros_like(sel[k]) for k, g in zip(sel, grads)}
+        self._delta_step = step
+        shifted = {**state, **{k: state[k] + d for k, d in self._delta.items()}}
+        with torch.no_grad():
+            logits_w2 = functional_call(head, self._sub(shifted, head_name), part(cap["args"], cand),
+                                        part(cap["kwargs"], cand))
+            l_w = F.cross_entropy(cap["out"][cand].float(), y_c, reduction="none")
+            l_w2 = F.cross_entropy(logits_w2.float(), y_c, reduction="none")
+        return l_w2 - l_w
+
     def scores(self, net: nn.Module, real_batch: tuple[Tensor, Tensor],
                candidates: tuple[Tensor, Tensor], step: int) -> Tensor:
         """``dl = l_id(w', x) - l_id(w, x)`` for every candidate (lower = the update helps it more)."""
@@ -277,12 +315,16 @@ class LookaheadSelection(Selector):
             if self._plan is None:
                 self._plan = self._make_plan(net, x_r, y_r, self._state(net))
             every = self.params.rescore_every
-            if self._delta is None or step - self._delta_step >= every or step < self._delta_step:
+            refresh = self._delta is None or step - self._delta_step >= every or step < self._delta_step
+            if refresh:
                 vb = int(getattr(self.params, "virtual_batch", 0) or 0)
                 if 0 < vb < x_r.shape[0]:
                     # an evenly strided subset: a P x K batch keeps one image of (almost) every identity
                     idx = torch.arange(0, x_r.shape[0], x_r.shape[0] / vb).long()[:vb].to(x_r.device)
                     x_r, y_r = x_r[idx], y_r[idx]
+            if refresh and self._plan["fast"]:
+                return self._fused_scores(net, x_r, y_r, x_c, y_c, state, step)
+            if refresh:
                 self._delta = self._virtual_delta(net, x_r, y_r, state)
                 self._delta_step = step
             l_w, l_w2 = self._candidate_losses(net, x_c, y_c, self._state(net), self._delta)
