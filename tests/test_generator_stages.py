@@ -47,6 +47,7 @@ def tiny_params(root: Path) -> Params:
     a.sample_size, a.patch_size, a.num_layers, a.num_attention_heads, a.attention_head_dim = 8, 2, 1, 2, 8
     p.prior.steps, p.prior.batch_size, p.prior.checkpoint_every = 4, 4, 2
     p.coldstart.steps, p.coldstart.batch_size, p.coldstart.checkpoint_every = 4, 4, 2
+    p.coldstart.train_lora = False   # the paper setting: frozen backbone, head only
     p.sampler.num_inference_steps = 3
     p.generate.per_identity, p.generate.batch_size, p.generate.grid_identities = 3, 4, 2
     p.reid.height, p.reid.width, p.face.size = 16, 8, 8
