@@ -165,7 +165,7 @@ class ColdstartParams:
 
 @dataclass
 class GenerateParams:
-    per_identity: int = rng(1, None, 8)
+    per_identity: int = rng(1, None, 4)
     batch_size: int = rng(1, None, 64)
     seed: int = rng(0, None, 0)                   # image n of identity row r uses seed (seed, r, n)
     memorisation_threshold: float = rng(-1.0, 1.0, 0.95)  # nearest-real cosine above = likely copy
@@ -246,7 +246,7 @@ class ReidParams:
     random_erasing_p: float = rng(0.0, 1.0, 0.5)
     syn_per_batch: int = rng(0, None, 16)      # synthetic samples mixed into each batch
     eval_batch_size: int = rng(1, None, 256)
-    threads: int = rng(0, None, 1)             # CPU intra-op threads while training (0 = torch default)
+    threads: int = rng(0, None, 0)             # CPU intra-op threads while training (0 = torch default)
 
 
 @dataclass
@@ -265,7 +265,7 @@ class FaceParams:
     align: str = one_of("none", "mtcnn", default="none")
     flip_eval: bool = True
     syn_per_batch: int = rng(0, None, 16)
-    threads: int = rng(0, None, 1)             # CPU intra-op threads while training (0 = torch default)
+    threads: int = rng(0, None, 0)             # CPU intra-op threads while training (0 = torch default)
 
 
 @dataclass
@@ -329,7 +329,8 @@ class TrackingParams:
 @dataclass
 class Params:
     profile: str = one_of("toy", "smoke", "paper", default="toy")
-    seeds: list[int] = _list(0)
+    seeds: list[int] = _list(0)                  # downstream training seeds (one run per seed)
+    generator_seed: int = rng(0, None, 0)         # seed of the prior, cold-start and RL stages
     device: str = one_of("auto", "cpu", "cuda", default="auto")
     data: DataParams = field(default_factory=DataParams)
     prior: PriorParams = field(default_factory=PriorParams)

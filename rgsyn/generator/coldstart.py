@@ -41,7 +41,7 @@ def check_identities(identities: list[dict], labels: torch.Tensor, where: str) -
 
 def run(params: Params, domain: str) -> None:
     cp = params.coldstart
-    seed = params.seeds[0]
+    seed = params.generator_seed
     device = resolve_device(params.device)
     with tracking.stage_run(params, "coldstart", run_name=f"coldstart-{domain}",
                             extra_tags={"rgsyn.domain": domain}) as run:

@@ -56,7 +56,7 @@ def build_toy(pp, n_classes: int) -> dit.GeneratorBundle:
 
 def run(params: Params) -> None:
     pp = params.prior
-    seed = params.seeds[0]
+    seed = params.generator_seed
     device = resolve_device(params.device)
     with tracking.stage_run(params, "prior") as run:
         run.log_params({"prior": to_dict(params)["prior"], "device": device})

@@ -138,7 +138,7 @@ def run(params: Params, domain: str, rewards: str) -> dict:
 
     accelerator = make_accelerator(params.device)
     device = accelerator.device
-    seed = int(params.seeds[0])
+    seed = int(params.generator_seed)
     torch.manual_seed(seed)
 
     src = paths.coldstart_dir(domain)
