@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m pytest -q -o addopts="" --runslow --benchmark-only benchmarks
+	$(PY) -m pytest -q -o addopts="" --benchmark-only benchmarks
 
 clean-venv:
 	rm -rf $(VENV)
