@@ -204,6 +204,7 @@ class RLParams:
     hacking_window: int = rng(2, None, 4)
     hacking_tolerance: float = rng(0.0, 1.0, 0.05)  # gold drop (accuracy) that counts as falling
     train_timesteps: int = rng(0, None, 2)    # denoising steps per trajectory in each update (random subset; 0 = all)
+    skip_last_step: bool = True               # leave the final, near-deterministic denoising step out of the update
     minibatches: int = rng(1, None, 1)        # optimizer steps per rollout (random chunks of trajectories)
     ref_images_per_id: int = rng(0, None, 0)  # real images per identity for prototypes/F_ref (0 = all)
     checkpoint_every: int = rng(1, None, 4)

@@ -217,8 +217,13 @@ def run(params: Params, domain: str, rewards: str) -> dict:
 
             # -- policy update
             T = traj.num_steps
-            n_train = T if rl.train_timesteps <= 0 else min(T, rl.train_timesteps)
-            steps_idx = sorted(rng.choice(T, size=n_train, replace=False).tolist())
+            # The last denoising step (x_1 -> x_0) has a near-zero std, so its likelihood ratio and
+            # its closed-form KL are ill-conditioned (toy run: KL in the thousands whenever it was
+            # drawn, against < 15 for every other step). It is excluded from the update when
+            # rl.skip_last_step is set; the other steps are drawn at random as before.
+            T_train = T - 1 if rl.skip_last_step and T > 1 else T
+            n_train = T_train if rl.train_timesteps <= 0 else min(T_train, rl.train_timesteps)
+            steps_idx = sorted(rng.choice(T_train, size=n_train, replace=False).tolist())
             lab = labels.to(device)
             n_mb = max(1, min(rl.minibatches, labels.numel()))
             chunks = torch.from_numpy(rng.permutation(labels.numel())).chunk(n_mb)
