@@ -276,7 +276,7 @@ def evaluate_pairs(net: FaceNet, pairset, size: int, flip: bool = True, transfor
 def evaluate_face_model(net: FaceNet, verification_root: str | Path, rfw_root: str | Path | None, p,
                         sets=None, transform=None) -> dict:
     """Run-metrics dict: per set accuracy/std/TAR@FAR=1e-3, their average, and the RFW sub-dict."""
-    from rgsyn.data.faces import read_pairs
+    from rgsyn.data.faces import read_verification
     from rgsyn.data.rfw import read_rfw
     from rgsyn.metrics import bias_stats
     from rgsyn.paths import VERIFICATION_SETS
@@ -284,7 +284,7 @@ def evaluate_face_model(net: FaceNet, verification_root: str | Path, rfw_root: s
     sets = sets or VERIFICATION_SETS
     out: dict = {}
     for name in sets:
-        r = evaluate_pairs(net, read_pairs(Path(verification_root) / name), p.size, p.flip_eval, transform)
+        r = evaluate_pairs(net, read_verification(verification_root, name), p.size, p.flip_eval, transform)
         out[name] = r["accuracy"]
         out[f"{name}_std"] = r["std"]
         out[f"{name}_tar_at_far_1e-3"] = r["tar_at_far"][1e-3]
