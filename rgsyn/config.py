@@ -428,10 +428,14 @@ def _build(cls: type, raw: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+# Mappings that an overlay replaces whole instead of merging into (their keys are row names).
+REPLACED_MAPPINGS = ("variants", "syn_variants", "reward_variants")
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("variants", "syn_variants"):
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in REPLACED_MAPPINGS:
             out[k] = _merge(out[k], v)
         else:
             out[k] = v
