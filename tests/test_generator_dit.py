@@ -188,3 +188,22 @@ def test_vae_autoencoder_local_folder(tmp_path):
         assert ae.decode(z).shape == (2, 3, 16, 16)
     with pytest.raises(CheckpointError, match="cannot load the VAE"):
         build_autoencoder(str(tmp_path / "missing" / "vae"))
+
+
+def test_build_dit_uses_dit_adaln_zero_init():
+    """A fresh toy DiT starts as DiT does: output 0 (adaLN-Zero) and N(0, 0.02) label rows, so the
+    zero identity rows of the cold start lie among the class rows the prior was trained with (with
+    PyTorch's N(0, 1) rows they were far outside, and cold-start samples were patch noise)."""
+    torch.manual_seed(0)
+    t = dit.build_dit(TINY)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        y = t(x, timestep=torch.tensor([3, 70]), class_labels=torch.tensor([0, 5])).sample
+    assert torch.equal(y, torch.zeros_like(y))
+    for emb in dit.label_embedders(t):
+        rows = emb.embedding_table.weight
+        assert float(rows.std()) < 0.05
+    emb = dit.label_embedders(t)[0]
+    assert float(emb.embedding_table.weight.norm(dim=1).max()) < 0.5
+    block0 = t.transformer_blocks[0]
+    assert torch.count_nonzero(block0.norm1.linear.weight) == 0

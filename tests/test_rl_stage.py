@@ -67,6 +67,9 @@ def make_world(tmp_path):
     torch.manual_seed(0)
     dit = build_dit(DiTArch(sample_size=8, patch_size=4, num_layers=1, num_attention_heads=2,
                             attention_head_dim=8, num_classes=4))
+    with torch.no_grad():  # a trained model: adaLN-Zero gates and the output layer are no longer 0
+        for p in dit.parameters():
+            p.add_(0.05 * torch.randn_like(p))
     swap_identity_head(dit, len(IDS))
     with torch.no_grad():  # give the identity rows some signal, as a cold start would
         for emb in __import__("rgsyn.generator.dit", fromlist=["x"]).label_embedders(dit):

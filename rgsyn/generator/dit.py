@@ -88,8 +88,42 @@ def build_dit(arch, out_channels: int | None = None):
         in_channels=arch.in_channels, out_channels=out_channels, num_layers=arch.num_layers,
         sample_size=arch.sample_size, patch_size=arch.patch_size,
         num_embeds_ada_norm=arch.num_classes)
+    init_dit_weights(model)
     _disable_builtin_label_dropout(model)
     return model
+
+
+def init_dit_weights(model) -> None:
+    """The initialisation of DiT (Peebles & Xie 2023, `DiT._initialize_weights`), which diffusers
+    does not apply (it expects pretrained weights): xavier-uniform linear layers with zero bias, the
+    patch projection as a linear layer, label embedding and timestep MLP N(0, 0.02), and adaLN-Zero:
+    every block's modulation and the final layer start at zero, so each block starts as the identity
+    and the model's output as 0.
+
+    Without it the class table keeps PyTorch's N(0, 1) rows (norm ~sqrt(hidden), as large as the
+    timestep embedding), the prior learns to expect such a vector in every conditioning, and the
+    zero-initialised identity rows of the cold start (`swap_identity_head`) are far outside what
+    the backbone has seen: the conditional branch, amplified by classifier-free guidance, then
+    samples patch noise. The toy prior also trains markedly faster with adaLN-Zero.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    proj = model.pos_embed.proj
+    nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+    nn.init.zeros_(proj.bias)
+    for block in model.transformer_blocks:
+        emb = block.norm1.emb
+        nn.init.normal_(emb.class_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(emb.timestep_embedder.linear_1.weight, std=0.02)
+        nn.init.normal_(emb.timestep_embedder.linear_2.weight, std=0.02)
+        nn.init.zeros_(block.norm1.linear.weight)
+        nn.init.zeros_(block.norm1.linear.bias)
+    for layer in (model.proj_out_1, model.proj_out_2):
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
 
 
 def build_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2",
