@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rgsyn.downstream import loop
 from rgsyn.downstream.datasets import FACE_MEAN, FACE_STD, LabelledImages, load_images, normalise, random_batches
 from rgsyn.errors import CheckpointError, TrainingDiverged
 
@@ -184,16 +185,7 @@ def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
     use_syn = synthetic is not None and len(synthetic) > 0 and p.syn_per_batch > 0
     n_cand = selector.n_candidates(p.syn_per_batch) if (use_syn and selector is not None) else p.syn_per_batch
 
-    start_epoch, history, n_syn_used = 0, [], 0
-    state = checkpointer.load() if checkpointer is not None else None
-    if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        if "selector_rng" in state and hasattr(selector, "_gen"):
-            selector._gen.set_state(state["selector_rng"])
-        start_epoch, history, n_syn_used = state["epoch"], state["history"], state["n_syn_used"]
+    start_epoch, history, n_syn_used = loop.restore(checkpointer, net, opt, sched, selector)
 
     t0 = time.perf_counter()
     net.train()
@@ -206,13 +198,8 @@ def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
             y = train.labels[idx].to(dev)
             used = 0
             if use_syn:
-                cidx = torch.randint(len(synthetic), (n_cand,), generator=gen)
-                xs, ys = augment(synthetic.images[cidx], gen).to(dev), synthetic.labels[cidx].to(dev)
-                if selector is not None:
-                    keep = selector.select(net, (x, y), (xs, ys), step).to(dev)
-                    xs, ys = xs[keep], ys[keep]
-                used = len(ys)
-                x, y = torch.cat([x, xs]), torch.cat([y, ys])
+                x, y, used = loop.mix_synthetic(net, x, y, synthetic, n_cand, gen,
+                                                lambda im: augment(im, gen), selector, step, dev)
             loss = F.cross_entropy(net(x, y), y)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"face training: loss is {loss.item()} at step {step}")
@@ -229,13 +216,7 @@ def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{rec['loss']:.3f}")
-        if checkpointer is not None:
-            ck = {"epoch": epoch + 1, "model": net.state_dict(), "optimizer": opt.state_dict(),
-                  "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "history": history,
-                  "n_syn_used": n_syn_used}
-            if hasattr(selector, "_gen"):
-                ck["selector_rng"] = selector._gen.get_state()
-            checkpointer.save(ck)
+        loop.save(checkpointer, epoch, net, opt, sched, selector, history, n_syn_used)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             break
     bar.close()
