@@ -79,8 +79,11 @@ class FaceWorld:
 
 @dataclass
 class PriorWorld:
-    n_classes: int = rng(2, 1000, 10)
+    n_classes: int = rng(2, 1000, 10)          # shape classes
     imgs_per_class: int = rng(1, None, 150)
+    # images in each of the three "people" classes (outdoor person, indoor person, face; every image
+    # a fresh random identity, none of them a benchmark identity), as ImageNet holds people; 0 = none
+    people_per_class: int = rng(0, None, 300)
     size: int = rng(8, None, 32)
 
 
@@ -131,9 +134,11 @@ class PriorParams:
     arch: DiTArch = field(default_factory=DiTArch)
     num_train_timesteps: int = rng(10, None, 1000)
     prediction_type: str = one_of("v_prediction", "epsilon", "sample", default="v_prediction")  # toy prior
-    steps: int = rng(0, None, 500)        # toy: ~60-90 s on 2 CPU cores; paper: 0 (loaded)
+    # toy: ~130 s on 2 idle CPU cores; 500 steps gave blobs in patch noise, 1500 clean class shapes
+    # and recognisable (blurry) people. paper: 0 (loaded)
+    steps: int = rng(0, None, 1500)
     batch_size: int = rng(1, None, 64)
-    lr: float = rng(0.0, 1.0, 1e-3)
+    lr: float = rng(0.0, 1.0, 2e-3)
     checkpoint_every: int = rng(1, None, 100)
 
 
@@ -154,12 +159,16 @@ class LoraParams:
 @dataclass
 class ColdstartParams:
     lr: float = rng(0.0, 1.0, 3e-3)      # paper: 1e-5
-    steps: int = rng(0, None, 300)
+    # toy: ~50 s per domain on 2 idle cores; at 300 steps the samples were colour blobs, at 1000
+    # they are figures in the identity's clothing colours
+    steps: int = rng(0, None, 1000)
     batch_size: int = rng(1, None, 32)
-    # toy: the shapes prior has never seen a person, so the head alone cannot draw one; a LoRA on
-    # the attention layers trains with it and is merged at the end. paper: false (frozen backbone).
+    # toy: the tiny prior has seen people only as a few generic classes, so the head alone cannot
+    # draw a given identity; a LoRA on attention, feed-forward and adaLN modulation layers trains
+    # with it and is merged at the end. paper: false (frozen backbone).
     train_lora: bool = True
-    lora: LoraParams = field(default_factory=LoraParams)
+    lora: LoraParams = field(default_factory=lambda: LoraParams(rank=16, alpha=16.0, target_modules=[
+        "to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "norm1.linear", "proj_out_2"]))
     checkpoint_every: int = rng(1, None, 200)
 
 

@@ -35,7 +35,7 @@ def build_tiny_world(root: Path) -> Path:
         cuhk03=PersonWorld(n_train_ids=8, n_test_ids=6, n_cams=2, cams_per_id=2, imgs_per_id_cam=2,
                            n_distractors=0, n_junk=0, height=32, width=16),
         faces=FaceWorld(n_train_ids=8, imgs_per_id=4, n_pairs=20, n_rfw_pairs=20, size=16),
-        prior=PriorWorld(n_classes=2, imgs_per_class=1, size=8))
+        prior=PriorWorld(n_classes=2, imgs_per_class=1, people_per_class=0, size=8))
     build_world(dp, root, progress=False)
     return root
 

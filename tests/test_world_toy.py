@@ -24,7 +24,7 @@ def tiny(seed: int = 0, workers: int = 1) -> DataParams:
                            n_distractors=0, n_junk=0),
         faces=FaceWorld(n_train_ids=5, imgs_per_id=2, group_shares=[0.55, 0.25, 0.1, 0.1],
                         n_pairs=40, n_rfw_pairs=20, size=16),
-        prior=PriorWorld(n_classes=3, imgs_per_class=2, size=8))
+        prior=PriorWorld(n_classes=3, imgs_per_class=2, people_per_class=2, size=8))
 
 
 def tree_hash(root: Path) -> str:
@@ -172,7 +172,24 @@ def test_check_dataset_passes_on_the_world(world):
     m = check_dataset("market1501", root / "market1501", profile="toy", progress=False)
     assert m["splits"]["train"] == {"ids": 4, "images": 16}
     assert m["images_checked"] == 16 + 6 + 6 + 2 + 2       # junk files are opened too
-    assert check_dataset("prior", root / "prior", progress=False)["classes"] == 3
+    assert check_dataset("prior", root / "prior", progress=False)["classes"] == 3 + 3
+
+
+def test_prior_people_classes_are_fresh_people(world):
+    """The prior's three people classes follow the shapes: persons at the person aspect, faces
+    square, every image a different random identity and none of them a benchmark image."""
+    from PIL import Image
+
+    root, summary = world
+    classes = sorted(p.name for p in (root / "prior").iterdir())
+    assert classes[3:] == ["003_person_outdoor", "004_person_indoor", "005_face"]
+    assert summary["counts"]["prior"] == {"classes": 6, "images": 3 * 2 + 3 * 2}
+    for name, size in (("003_person_outdoor", (8, 16)), ("004_person_indoor", (8, 16)), ("005_face", (8, 8))):
+        files = sorted((root / "prior" / name).iterdir())
+        assert [Image.open(f).size for f in files] == [size, size]
+        assert files[0].read_bytes() != files[1].read_bytes()
+    bench = {f.read_bytes() for f in root.rglob("*") if f.is_file() and "prior" not in f.parts}
+    assert not bench & {f.read_bytes() for f in (root / "prior").rglob("*.png")}
 
 
 def test_data_stage_builds_and_logs(mlflow_tmp):

@@ -1,8 +1,14 @@
-"""The generic prior domain (the toy stand-in for ImageNet): classes of shapes and textures.
+"""The generic prior domain (the toy stand-in for ImageNet): shapes, textures and people.
 
-Class k has a shape (circle, square, triangle, star, ring, cross, diamond, hexagon), a texture
+Shape class k has a shape (circle, square, triangle, star, ring, cross, diamond, hexagon), a texture
 (solid, stripes, dots, checks, gradient) and a hue; beyond 40 classes the hue alone separates
 classes. Per image: position, size, rotation, colour jitter, background colour and noise.
+
+Three "people" classes follow the shapes, as ImageNet holds people (and DiT-XL/2 draws them):
+an outdoor person, an indoor person and a face, each image a FRESH random identity drawn by the
+toy world's own person and face renderers, in identity and camera namespaces that no benchmark
+uses. The prior so learns what a person and a face look like in general, and the cold start only
+has to learn who is who. No benchmark identity is in the prior.
 """
 from __future__ import annotations
 
@@ -16,10 +22,37 @@ from rgsyn.data.toy import finish, item_rng, jitter_colour
 SS = 2
 SHAPES = ("circle", "square", "triangle", "star", "ring", "cross", "diamond", "hexagon")
 TEXTURES = ("solid", "stripes", "dots", "checks", "gradient")
+PEOPLE = ("person_outdoor", "person_indoor", "face")
+# identity and camera numbers of the prior's people: far from every benchmark's (pids < 10^5,
+# distractors 10^5 + 2^20, cameras < 10)
+PEOPLE_ID_BASE = 2_000_000
+PEOPLE_CAM_BASE = 100
+PEOPLE_CAMS = 16
 
 
 def class_name(k: int) -> str:
     return f"{k:03d}_{SHAPES[k % len(SHAPES)]}_{TEXTURES[(k // len(SHAPES)) % len(TEXTURES)]}"
+
+
+def people_class_name(n_shape_classes: int, j: int) -> str:
+    """Name of people class j (0..2), numbered after the shape classes."""
+    return f"{n_shape_classes + j:03d}_{PEOPLE[j]}"
+
+
+def render_people(seed: int, j: int, n: int, size: int) -> Image.Image:
+    """Image n of people class j: a random person (2*size x size, like the person benchmarks) or a
+    random face (size x size)."""
+    from rgsyn.data.toy import faces, persons
+    from rgsyn.paths import RFW_GROUPS
+
+    if PEOPLE[j] == "face":
+        group = RFW_GROUPS[n % len(RFW_GROUPS)]
+        ident = faces.identity(seed, "prior", n, group)
+        rng = item_rng(seed, "prior-face", n)
+        return faces.render(ident, faces.nuisance(rng, base_age=ident["age"]), size, rng)
+    world = "market" if PEOPLE[j] == "person_outdoor" else "cuhk03"
+    cam = PEOPLE_CAM_BASE + n % PEOPLE_CAMS
+    return persons.render(seed, world, PEOPLE_ID_BASE + n, cam, 0, 2 * size, size)
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float, rot: float) -> list[tuple[float, float]]:

@@ -33,7 +33,7 @@ from rgsyn.paths import RFW_GROUPS, VERIFICATION_SETS
 @dataclass(frozen=True)
 class Job:
     path: str          # relative to the world root
-    kind: str          # person | face | prior
+    kind: str          # person | face | prior | prior_people
     args: tuple
 
 
@@ -75,7 +75,9 @@ FACTORS = {
     "rfw": "verification per group, the four groups balanced, mild nuisances, mismatched pairs "
            "within the group.",
     "prior": "generic domain: class = shape x texture x hue; per image position, size, rotation, "
-             "colour jitter, background, noise.",
+             "colour jitter, background, noise. Plus three people classes (outdoor person, indoor "
+             "person, face; data.prior.people_per_class images each), every image a fresh random "
+             "identity that no benchmark uses.",
 }
 
 
@@ -221,7 +223,13 @@ def plan_world(dp: DataParams) -> tuple[list[Job], dict[str, list], dict]:
     for k in range(pr.n_classes):
         for n in range(pr.imgs_per_class):
             jobs.append(Job(f"prior/{toy_prior.class_name(k)}/{n:04d}.png", "prior", (k, n, pr.size)))
-    counts["prior"] = {"classes": pr.n_classes, "images": pr.n_classes * pr.imgs_per_class}
+    n_people = len(toy_prior.PEOPLE) if pr.people_per_class else 0
+    for j in range(n_people):
+        for n in range(pr.people_per_class):
+            jobs.append(Job(f"prior/{toy_prior.people_class_name(pr.n_classes, j)}/{n:04d}.png",
+                            "prior_people", (j, n, pr.size)))
+    counts["prior"] = {"classes": pr.n_classes + n_people,
+                       "images": pr.n_classes * pr.imgs_per_class + n_people * pr.people_per_class}
     return jobs, pairs, counts
 
 
@@ -252,6 +260,9 @@ def render_job(seed: int, job: Job) -> bytes:
     if job.kind == "prior":
         k, n, size = job.args
         return encode(toy_prior.render(seed, k, n, size), "PNG")
+    if job.kind == "prior_people":
+        j, n, size = job.args
+        return encode(toy_prior.render_people(seed, j, n, size), "PNG")
     raise ValueError(f"unknown job kind {job.kind!r}")
 
 
