@@ -274,6 +274,7 @@ class FaceParams:
     width: int = rng(4, None, 16)              # small_resnet: channels of its first stage
     align: str = one_of("none", "mtcnn", default="none")
     flip_eval: bool = True
+    random_erasing_p: float = rng(0.0, 1.0, 0.5)   # probability per image when a variant turns erasing on
     syn_per_batch: int = rng(0, None, 16)
     threads: int = rng(0, None, 0)             # CPU intra-op threads while training (0 = torch default)
 

@@ -28,6 +28,7 @@ from rgsyn.config import Params, params_hash
 from rgsyn.report_figures import REWARD_METRICS, ablation_bars, reward_curves, rfw_group_bars
 from rgsyn.report_html import Section, render
 from rgsyn.report_tables import NOT_RUN, as_records, build_tables, load_benchmarks, to_markdown, write_tables
+from rgsyn.report_timing import stage_runs, table_timing, timing_frame
 
 TOY_NOTE = (
     "<b>Profile <code>{profile}</code>.</b> These numbers come from the embedded toy identity world "
@@ -131,6 +132,9 @@ def build_report(params: Params, out_dir: Path, client=None, stage_run=None) -> 
     curves_png = reward_curves(curves, fig_dir / "reward_curves.png")
     grids = sample_grids(client, params, fig_dir) if client else []
     pipe = pipeline_info(client, stage_run) if client and stage_run else {}
+    timing = timing_frame(stage_runs(client, params.tracking.experiment) if client else [], pipe.get("run_id"))
+    timing_table = table_timing(timing)
+    write_tables([timing_table], tables_dir)
 
     commit = pipe.get("commit") or tracking.git_commit()
     meta = [("commit", commit), ("params hash", pipe.get("params_hash") or params_hash(params)),
@@ -153,6 +157,7 @@ def build_report(params: Params, out_dir: Path, client=None, stage_run=None) -> 
                 figures=grids or [("Sample grids of the generate runs (MLflow artifacts)", None)]),
         Section("Privacy (memorisation)", [by_name["privacy"]]),
         Section("Reference numbers", [by_name["references"]]),
+        Section("Stage timing", [timing_table]),
     ]
     html_path = out_dir / "report.html"
     io.write_text(html_path, render("rgsyn reproduction report", meta, note, sections))

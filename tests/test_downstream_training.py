@@ -172,6 +172,23 @@ def test_face_run_evaluates_five_sets_and_rfw(world, workdir):
     assert (paths.downstream_dir("casia_face", "real", 0) / "model.pt").is_file()
 
 
+def test_face_random_erasing_blanks_patches_only_when_on():
+    """The real_re variant's switch reaches face training: erasing zeroes a patch of the
+    normalised image (value 0), flip-only augmentation never does."""
+    from torchvision.transforms import RandomErasing
+
+    from rgsyn.downstream.face import augment
+
+    torch.manual_seed(0)
+    images = torch.randint(1, 255, (8, 3, 16, 16), dtype=torch.uint8)
+    plain = augment(images, torch.Generator().manual_seed(1))
+    erased = augment(images, torch.Generator().manual_seed(1), RandomErasing(p=1.0, value=0))
+    assert (plain == 0).flatten(1).sum(1).max() == 0
+    changed = (erased != plain).flatten(1).any(1)
+    assert changed.all()                                       # p=1: every image has a patch
+    assert torch.all((erased == 0) | (erased == plain))        # only the patch changed, to 0
+
+
 def test_mtcnn_fallback_is_counted_not_dropped():
     import numpy as np
     from PIL import Image

@@ -156,18 +156,23 @@ class Aligner:
         return img.crop((max(0, x0), max(0, y0), x1, y1)).resize((self.size, self.size), Image.BILINEAR)
 
 
-def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def augment(images: torch.Tensor, gen: torch.Generator, erasing: nn.Module | None = None) -> torch.Tensor:
+    """uint8 batch -> normalised float: random flip (from `gen`), optional random erasing (torch's
+    global RNG, seeded)."""
     x = images.float() / 255.0
     flip = torch.rand(x.shape[0], generator=gen) < 0.5
-    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-    return normalise(x, FACE_MEAN, FACE_STD)
+    x = normalise(torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x), FACE_MEAN, FACE_STD)
+    if erasing is not None:
+        x = torch.stack([erasing(xi) for xi in x])
+    return x
 
 
 def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthetic: LabelledImages | None = None,
-               selector=None, device: str = "cpu", checkpointer=None,
+               selector=None, random_erasing: bool = False, device: str = "cpu", checkpointer=None,
                on_step: Callable[[int, dict], None] | None = None, progress: bool = True,
                stop_after_epoch: int | None = None) -> tuple[FaceNet, dict]:
     """Train a CosFace model with params `p` (a `FaceParams`); resumable like `train_reid`."""
+    from torchvision.transforms import RandomErasing
     from tqdm import tqdm
 
     from rgsyn.downstream.reid import device_of
@@ -175,6 +180,7 @@ def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
     torch.manual_seed(seed)
     dev, acc = device_of(device)
     net = build_face_model(p, num_classes)
+    erasing = RandomErasing(p=p.random_erasing_p, value=0) if random_erasing else None
     opt = torch.optim.SGD(net.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
     bs = min(p.batch_size, len(train))
     steps_per_epoch = len(random_batches(len(train), bs, seed, 0))
@@ -194,12 +200,12 @@ def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
     for epoch in range(start_epoch, p.epochs):
         gen = torch.Generator().manual_seed(seed * 7919 + epoch)
         for idx in random_batches(len(train), bs, seed, epoch):
-            x = augment(train.images[idx], gen).to(dev)
+            x = augment(train.images[idx], gen, erasing).to(dev)
             y = train.labels[idx].to(dev)
             used = 0
             if use_syn:
                 x, y, used = loop.mix_synthetic(net, x, y, synthetic, n_cand, gen,
-                                                lambda im: augment(im, gen), selector, step, dev)
+                                                lambda im: augment(im, gen, erasing), selector, step, dev)
             loss = F.cross_entropy(net(x, y), y)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"face training: loss is {loss.item()} at step {step}")

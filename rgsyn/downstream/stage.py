@@ -165,7 +165,7 @@ def _train_and_evaluate(params, benchmark, variant, seed, run, progress, stop_af
         from rgsyn.downstream.face import evaluate_face_model, train_face
 
         net, info = train_face(train, n_cls, section, seed, synthetic=syn, selector=selector,
-                               device=params.device, checkpointer=ck, on_step=logger, progress=progress,
+                               random_erasing=v.random_erasing, device=params.device, checkpointer=ck, on_step=logger, progress=progress,
                                stop_after_epoch=stop_after_epoch)
     logger.flush()
     if not info["completed"]:

@@ -1,0 +1,73 @@
+"""The stage timing table of the report: how long each stage of the pipeline took, from MLflow.
+
+Each stage run records its own start and end (`rgsyn.tracking.stage_run`), so the wall time of a
+stage is end - start of its newest run; the process start-up before the run opens (importing
+torch, diffusers, MLflow; a few seconds) is not in it. A stage that DVC skipped because its
+outputs were up to date keeps the time of the run that made them, and is marked "cached" when that
+run belongs to an earlier pipeline run than the newest one.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from rgsyn.report_tables import NOT_RUN, Table
+
+STAGE_ORDER = ("data", "prior", "coldstart", "encoder", "rl", "generate", "train", "collect", "report")
+
+
+def stage_runs(client, experiment: str) -> list:
+    """The newest finished-or-failed run per run name among all stage runs of the experiment."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`rgsyn.stage` != ''",
+                              order_by=["attributes.start_time DESC"], max_results=5000)
+    newest: dict[str, object] = {}
+    for r in runs:
+        newest.setdefault(r.data.tags.get("mlflow.runName", r.info.run_id), r)
+    return list(newest.values())
+
+
+def timing_frame(runs: list, current_parent: str | None = None) -> pd.DataFrame:
+    """One row per stage run: stage, run name, seconds, status, cached (made by an older pipeline
+    run than `current_parent`)."""
+    rows = []
+    for r in runs:
+        stage = r.data.tags.get("rgsyn.stage", "?")
+        if stage == "report" or r.info.end_time is None:
+            continue
+        parent = r.data.tags.get("mlflow.parentRunId")
+        rows.append({"stage": stage, "run": r.data.tags.get("mlflow.runName", r.info.run_id),
+                     "seconds": (r.info.end_time - r.info.start_time) / 1000.0,
+                     "status": r.info.status.lower(),
+                     "cached": bool(current_parent and parent != current_parent),
+                     "start": r.info.start_time})
+    df = pd.DataFrame(rows, columns=["stage", "run", "seconds", "status", "cached", "start"])
+    rank = {s: i for i, s in enumerate(STAGE_ORDER)}
+    return df.sort_values(["stage", "run"], key=lambda c: c.map(rank).fillna(99) if c.name == "stage" else c,
+                          ignore_index=True)
+
+
+def table_timing(df: pd.DataFrame) -> Table:
+    """Per stage kind: number of runs, total, mean and max wall seconds; then the grand total."""
+    cols = ["Stage", "Runs", "Total (s)", "Mean (s)", "Max (s)", "Slowest run"]
+    if df.empty:
+        return Table("timing", "Stage timing (MLflow)", pd.DataFrame([["all", NOT_RUN, "", "", "", ""]], columns=cols),
+                     notes=["No stage runs were found in MLflow."])
+    lines = []
+    for stage, g in df.groupby("stage", sort=False):
+        slow = g.loc[g["seconds"].idxmax()]
+        lines.append([stage, str(len(g)), f"{g['seconds'].sum():.0f}", f"{g['seconds'].mean():.1f}",
+                      f"{g['seconds'].max():.1f}", str(slow["run"])])
+    lines.append(["all stages", str(len(df)), f"{df['seconds'].sum():.0f}", "", "", ""])
+    notes = ["Wall time between the start and the end of each stage's MLflow run (newest run per name); "
+             "process start-up (imports, a few seconds per stage) and DVC's own bookkeeping are not included."]
+    n_cached = int(df["cached"].sum())
+    if n_cached:
+        notes.append(f"{n_cached} of {len(df)} stage runs were made by an earlier pipeline run (DVC found "
+                     "their outputs up to date); their times are those of that run.")
+    failed = df[df["status"] != "finished"]
+    if len(failed):
+        notes.append("Not finished: " + ", ".join(f"{r} ({s})" for r, s in zip(failed["run"], failed["status"])) + ".")
+    return Table("timing", "Stage timing (MLflow)", pd.DataFrame(lines, columns=cols), breaks=[len(lines) - 1],
+                 notes=notes)
