@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rgsyn.metrics.generation import density_coverage, frechet_distance, memorisation
+from rgsyn.metrics.generation import density_coverage, frechet_distance, memorisation, real_reference
 
 
 def test_frechet_identical_sets_is_zero():
@@ -67,6 +67,18 @@ def test_memorisation_copies_and_far_samples():
     assert out["nn_sim_max"] == pytest.approx(1.0)
     assert out["share_above"] == pytest.approx(0.5)
     assert out["threshold"] == 0.95
+
+
+def test_real_reference_leaves_each_sample_out():
+    # two near-duplicates (one person photographed twice) and two lone samples
+    train = np.array([[1.0, 0, 0], [0.99, 0.141, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    out = real_reference(train, threshold=0.95)
+    c = 0.99 / np.hypot(0.99, 0.141)                     # cosine of the pair, ~0.99
+    nn = np.array([c, c, 0.141 / np.hypot(0.99, 0.141), 0.0])
+    assert out["nn_sim_mean"] == pytest.approx(nn.mean())
+    assert out["share_above"] == pytest.approx(0.5)      # not 1.0: nobody is its own neighbour
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        real_reference(np.ones((1, 3)))
 
 
 def test_bad_inputs():

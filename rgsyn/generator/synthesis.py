@@ -164,11 +164,12 @@ def encode_paths(encoder, image_paths: list[str], size: tuple[int, int], device,
 
 def quality_metrics(real_f: torch.Tensor, real_labels: list, syn_f: torch.Tensor, syn_labels: list,
                     threshold: float) -> dict:
-    from rgsyn.metrics.generation import density_coverage, frechet_distance, memorisation
+    from rgsyn.metrics.generation import density_coverage, frechet_distance, memorisation, real_reference
 
     k = max(1, min(5, real_f.shape[0] - 1))
     dc = density_coverage(real_f.numpy(), syn_f.numpy(), k=k)
     mem = memorisation(real_f.numpy(), syn_f.numpy(), threshold)
+    ref = real_reference(real_f.numpy(), threshold)
     keys = sorted({str(x) for x in real_labels})
     index = {key: i for i, key in enumerate(keys)}
     ry = torch.tensor([index[str(x)] for x in real_labels])
@@ -181,6 +182,7 @@ def quality_metrics(real_f: torch.Tensor, real_labels: list, syn_f: torch.Tensor
             "coverage": dc["coverage"], "density_coverage_k": k,
             "nn_sim_mean": mem["nn_sim_mean"], "nn_sim_max": mem["nn_sim_max"],
             "nn_sim_share_above": mem["share_above"], "nn_threshold": mem["threshold"],
+            "real_nn_sim_mean": ref["nn_sim_mean"], "real_nn_share_above": ref["share_above"],
             "mean_reward_sem": float(r_sem.mean()),
             "identity_accuracy": float((sims.argmax(1) == sy).float().mean())}
 
