@@ -54,11 +54,16 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def torch_save(path: str | os.PathLike, obj: Any) -> None:
-    """torch.save through a temp file. Load such files with `torch.load(weights_only=True)`."""
+    """torch.save through a temp file. Load such files with `torch.load(weights_only=True)`.
+
+    The file object, not the temp path, goes to torch.save: given a path, torch names the zip
+    archive's root folder after the (random) temp file name, so the same tensors would give
+    different bytes on every run and DVC would see a changed output and re-run everything after it.
+    """
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def save_image(path: str | os.PathLike, image, **kwargs) -> None:
