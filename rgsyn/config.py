@@ -134,7 +134,7 @@ class PriorParams:
     arch: DiTArch = field(default_factory=DiTArch)
     num_train_timesteps: int = rng(10, None, 1000)
     prediction_type: str = one_of("v_prediction", "epsilon", "sample", default="v_prediction")  # toy prior
-    # toy: ~130 s on 2 idle CPU cores; 500 steps gave blobs in patch noise, 1500 clean class shapes
+    # toy: ~115 s on 2 idle CPU cores; 500 steps gave blobs in patch noise, 1500 clean class shapes
     # and recognisable (blurry) people. paper: 0 (loaded)
     steps: int = rng(0, None, 1500)
     batch_size: int = rng(1, None, 64)
