@@ -228,3 +228,28 @@ def test_training_resumes_exactly_and_stops_on_nan(tmp_path, monkeypatch):
 
     with pytest.raises(TrainingDiverged, match="at step 0"):
         train(tiny_bundle(), None, ae=NanAE())
+
+
+def test_prior_and_coldstart_do_not_depend_on_the_global_rng(world):
+    """A stage run in a fresh process must give the same weights as one run after other work:
+    the toy DiT's initial weights and the LoRA's initial A matrices come from the stage's seed,
+    not from whatever state torch's global RNG is in."""
+    from safetensors.torch import load_file
+
+    from rgsyn.generator import coldstart, prior
+
+    p = tiny_params(world / "w")
+    p.coldstart.train_lora = True
+
+    def weights(folder: Path) -> dict:
+        return load_file(next((folder / "transformer").glob("*.safetensors")))
+
+    out = []
+    for disturb in (1, 2):
+        torch.manual_seed(1000 + disturb)   # other work ran before, differently each time
+        prior.run(p)
+        torch.rand(disturb * 7)
+        coldstart.run(p, "faces")
+        out.append((weights(paths.prior_dir()), weights(paths.coldstart_dir("faces"))))
+    for a, b in zip(out[0], out[1]):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -47,6 +47,7 @@ def run(params: Params, domain: str) -> None:
                             extra_tags={"rgsyn.domain": domain}) as run:
         run.log_params({"coldstart": to_dict(params)["coldstart"], "domain": domain, "device": device})
         t0 = time.time()
+        torch.manual_seed(seed)   # before the LoRA is added: peft draws its initial A matrices from it
         bundle = dit.load_generator(paths.prior_dir(), device="cpu")
         if dit.has_lora(bundle.transformer):
             raise CheckpointError(f"{paths.prior_dir()}: the prior bundle carries a LoRA adapter; "

@@ -61,6 +61,9 @@ def run(params: Params) -> None:
     with tracking.stage_run(params, "prior") as run:
         run.log_params({"prior": to_dict(params)["prior"], "device": device})
         t0 = time.time()
+        import torch
+
+        torch.manual_seed(seed)   # before building: the toy DiT's initial weights come from it
         if pp.pretrained:
             bundle = load_pretrained(pp)
         else:
@@ -71,8 +74,6 @@ def run(params: Params) -> None:
             bundle = build_toy(pp, len(classes))
         stats = {}
         if pp.steps > 0:
-            import torch
-
             torch.manual_seed(seed)
             data = prior_set(params.data.paths.prior, bundle.image_size)
             if pp.pretrained and len(data.identities) != dit.num_labels(bundle.transformer):
