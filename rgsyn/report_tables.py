@@ -161,7 +161,7 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
 
 def fmt_num(x: float, decimals: int) -> str:
     s = f"{x:.{decimals}f}"
-    return "0" if decimals == 0 and s == "-0" else s
+    return s[1:] if s.startswith("-") and not s.strip("-0.") else s   # no "-0.0" for a tiny negative
 
 
 def fmt_stat(values: list[float], scale: float, decimals: int, n_expected: int = 0) -> str:

@@ -225,3 +225,11 @@ def test_repository_paper_yaml(bench):
     assert all(r["source"] for r in doc["rows"])
     for claim in doc.get("claims") or []:
         assert claim["better"] in ALL_VARIANTS and claim["than"] in ALL_VARIANTS
+
+
+def test_numbers_that_round_to_zero_have_no_minus_sign():
+    from rgsyn.report_tables import fmt_delta, fmt_num
+
+    assert fmt_num(-0.02, 1) == "0.0" and fmt_num(-0.4, 0) == "0" and fmt_num(-0.06, 1) == "-0.1"
+    assert fmt_delta(-0.004, 2) == "+0.00" and fmt_delta(-1.25, 1) == "-1.2"
+    assert fmt_num(-10.0, 1) == "-10.0"
