@@ -16,7 +16,8 @@ STAGE_ORDER = ("data", "prior", "coldstart", "encoder", "rl", "generate", "train
 
 
 def stage_runs(client, experiment: str) -> list:
-    """The newest finished-or-failed run per run name among all stage runs of the experiment."""
+    """The newest run per run name among all stage runs of the experiment (unfinished ones too;
+    `timing_frame` leaves out those without an end time)."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
