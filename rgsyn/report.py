@@ -28,7 +28,7 @@ from rgsyn.config import Params, params_hash
 from rgsyn.report_figures import REWARD_METRICS, ablation_bars, reward_curves, rfw_group_bars
 from rgsyn.report_html import Section, render
 from rgsyn.report_tables import NOT_RUN, as_records, build_tables, load_benchmarks, to_markdown, write_tables
-from rgsyn.report_timing import stage_runs, table_timing, timing_frame
+from rgsyn.report_timing import table_timing, timing_frame
 
 TOY_NOTE = (
     "<b>Profile <code>{profile}</code>.</b> These numbers come from the embedded toy identity world "
@@ -47,12 +47,14 @@ def _client(params: Params):
     return mlflow.tracking.MlflowClient(tracking_uri=tracking.tracking_uri(params))
 
 
-def _newest_stage_runs(client, params: Params, stage: str) -> list:
-    """The newest run per run name among the runs tagged rgsyn.stage == stage."""
+def _newest_stage_runs(client, params: Params, stage: str | None = None) -> list:
+    """The newest run per run name among the runs tagged rgsyn.stage == stage (None: every stage;
+    unfinished runs included)."""
     exp = client.get_experiment_by_name(params.tracking.experiment)
     if exp is None:
         return []
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`rgsyn.stage` = '{stage}'",
+    where = f"tags.`rgsyn.stage` = '{stage}'" if stage else "tags.`rgsyn.stage` != ''"
+    runs = client.search_runs([exp.experiment_id], filter_string=where,
                               order_by=["attributes.start_time DESC"], max_results=5000)
     newest: dict[str, object] = {}
     for r in runs:
@@ -132,7 +134,7 @@ def build_report(params: Params, out_dir: Path, client=None, stage_run=None) -> 
     curves_png = reward_curves(curves, fig_dir / "reward_curves.png")
     grids = sample_grids(client, params, fig_dir) if client else []
     pipe = pipeline_info(client, stage_run) if client and stage_run else {}
-    timing = timing_frame(stage_runs(client, params.tracking.experiment) if client else [], pipe.get("run_id"))
+    timing = timing_frame(_newest_stage_runs(client, params) if client else [], pipe.get("run_id"))
     timing_table = table_timing(timing)
     write_tables([timing_table], tables_dir)
 

@@ -1,8 +1,8 @@
 """The stage timing table of the report: how long each stage of the pipeline took, from MLflow.
 
 Each stage run records its own start and end (`rgsyn.tracking.stage_run`), so the wall time of a
-stage is end - start of its newest run; the process start-up before the run opens (importing
-torch, diffusers, MLflow; a few seconds) is not in it. A stage that DVC skipped because its
+stage is end - start of its newest run (`rgsyn.report` finds those runs); the process start-up
+before the run opens (importing torch, diffusers, MLflow; a few seconds) is not in it. A stage that DVC skipped because its
 outputs were up to date keeps the time of the run that made them, and is marked "cached" when that
 run belongs to an earlier pipeline run than the newest one.
 """
@@ -13,20 +13,6 @@ import pandas as pd
 from rgsyn.report_tables import NOT_RUN, Table
 
 STAGE_ORDER = ("data", "prior", "coldstart", "encoder", "rl", "generate", "train", "collect", "report")
-
-
-def stage_runs(client, experiment: str) -> list:
-    """The newest run per run name among all stage runs of the experiment (unfinished ones too;
-    `timing_frame` leaves out those without an end time)."""
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`rgsyn.stage` != ''",
-                              order_by=["attributes.start_time DESC"], max_results=5000)
-    newest: dict[str, object] = {}
-    for r in runs:
-        newest.setdefault(r.data.tags.get("mlflow.runName", r.info.run_id), r)
-    return list(newest.values())
 
 
 def timing_frame(runs: list, current_parent: str | None = None) -> pd.DataFrame:

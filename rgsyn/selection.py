@@ -319,7 +319,7 @@ class LookaheadSelection(Selector):
             every = self.params.rescore_every
             refresh = self._delta is None or step - self._delta_step >= every or step < self._delta_step
             if refresh:
-                vb = int(getattr(self.params, "virtual_batch", 0) or 0)
+                vb = self.params.virtual_batch
                 if 0 < vb < x_r.shape[0]:
                     # an evenly strided subset: a P x K batch keeps one image of (almost) every identity
                     idx = torch.arange(0, x_r.shape[0], x_r.shape[0] / vb).long()[:vb].to(x_r.device)

@@ -100,7 +100,6 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
         ema = [e.to(p.device) for e, p in zip(ema, trainable)]
     autoencoder.to(accelerator.device)
     noise_sched = noise_scheduler_for(scheduler)
-    alphas = noise_sched.alphas_cumprod.to(accelerator.device)
     channels = int(transformer.config.in_channels)
     T = int(noise_sched.config.num_train_timesteps)
     prediction = noise_sched.config.prediction_type
@@ -130,12 +129,11 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
         t = torch.randint(0, T, (batch_size,), generator=g).to(accelerator.device)
         drop = (torch.rand(batch_size, generator=g) < label_dropout).to(accelerator.device)
         y = torch.where(drop, torch.full_like(y.to(accelerator.device), null_label), y.to(accelerator.device))
-        a = alphas[t].float()[:, None, None, None]
-        z_t = a.sqrt() * z + (1 - a).sqrt() * noise
+        z_t = noise_sched.add_noise(z, noise, t)
         with accelerator.autocast():
             pred = model(z_t, timestep=t, class_labels=y).sample[:, :channels]
         if prediction == "v_prediction":
-            target = a.sqrt() * noise - (1 - a).sqrt() * z
+            target = noise_sched.get_velocity(z, noise, t)
         elif prediction == "sample":
             target = z
         else:

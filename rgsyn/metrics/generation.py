@@ -79,13 +79,16 @@ def density_coverage(feat_real, feat_gen, k: int = 5) -> dict[str, float]:
     return {"density": density, "coverage": coverage}
 
 
+def _unit_rows(a: np.ndarray) -> np.ndarray:
+    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+
 def real_reference(feat_train, threshold: float = 0.95) -> dict[str, float]:
     """The memorisation check's yardstick: each real training sample's nearest OTHER real training
     sample (leave-one-out). Two photos of one person are often this close in an identity encoder's
     space, so a synthetic share above the threshold means copying only where it clearly exceeds
     the real one. Needs at least two samples."""
-    t = _as_2d(feat_train, "feat_train", min_rows=2)
-    tn = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+    tn = _unit_rows(_as_2d(feat_train, "feat_train", min_rows=2))
     sims = tn @ tn.T
     np.fill_diagonal(sims, -np.inf)
     nn = sims.max(axis=1)
@@ -96,8 +99,6 @@ def memorisation(feat_train, feat_gen, threshold: float = 0.95) -> dict[str, flo
     """Nearest-real-training-neighbour cosine similarity of every synthetic sample."""
     t, g = _as_2d(feat_train, "feat_train"), _as_2d(feat_gen, "feat_gen")
     _same_dim(t, g, "memorisation")
-    tn = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
-    gn = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
-    nn = (gn @ tn.T).max(axis=1)
+    nn = (_unit_rows(g) @ _unit_rows(t).T).max(axis=1)
     return {"nn_sim_mean": float(nn.mean()), "nn_sim_max": float(nn.max()),
             "share_above": float((nn > threshold).mean()), "threshold": float(threshold)}
