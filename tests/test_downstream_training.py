@@ -74,6 +74,34 @@ def test_pk_identity_with_fewer_than_k_images_is_sampled_with_replacement():
     assert len(zero) > 0 and (zero == 0).all() and len(zero) % 4 == 0   # repeated, never crashes
 
 
+def _max_batches(counts: list[int], P: int) -> int:
+    """Brute force: the most batches of P distinct identities that the chunk counts allow."""
+    return max(b for b in range(sum(counts) // P + 1) if sum(min(c, b) for c in counts) >= P * b)
+
+
+@pytest.mark.parametrize("counts,P,K", [
+    ([8] * 48, 16, 4),                    # the toy Market world: 6 batches, 5 or 6 before the fix
+    ([4] * 8, 4, 2),                      # the tiny CUHK03 world of these tests
+    ([1, 2, 3, 5, 9, 9, 13, 4, 6, 2, 7], 3, 2),   # uneven, two identities with fewer than K images
+])
+def test_pk_every_epoch_has_the_same_number_of_batches_on_many_seeds(counts, P, K):
+    labels = torch.cat([torch.full((c,), i) for i, c in enumerate(counts)])
+    chunks = [max(1, c // K) for c in counts]
+    for seed in range(31):
+        s = PKSampler(labels, P=P, K=K, seed=seed)
+        assert len(s) == _max_batches(chunks, P)
+        for epoch in range(4):
+            batches = s.epoch(epoch)
+            assert len(batches) == len(s), (seed, epoch)
+            for b in batches:
+                ids, n = torch.unique(labels[b], return_counts=True)
+                assert len(ids) == P and (n == K).all()
+    # the toy Market world now uses every chunk: one epoch is one pass over the images
+    if counts == [8] * 48:
+        assert len(PKSampler(labels, P, K, 7)) == 6
+        assert sorted(torch.cat(PKSampler(labels, P, K, 7).epoch(0)).tolist()) == list(range(len(labels)))
+
+
 def test_pk_needs_p_identities():
     with pytest.raises(DataError, match="P=5"):
         PKSampler(torch.tensor([0, 0, 1, 1]), P=5, K=2, seed=0)
@@ -111,6 +139,23 @@ def test_reid_same_seed_same_metrics_and_resume_after_kill(world, workdir):
 
     other = train_and_evaluate(p, "market1501", "real", 1, progress=False)
     assert _strip(other) != _strip(full)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_reid_stage_completes_on_seeds_whose_epochs_differed(world, workdir, seed):
+    """Seed 0 (tiny CUHK03 world) and seed 7 (toy Market world) drew 4 then 3 (6 then 5) batches
+    with the old sampler, so the run never counted as completed and `rgsyn train` crashed."""
+    from rgsyn.downstream.datasets import PKSampler
+    from rgsyn.downstream.stage import run
+
+    p = tiny_params(world)
+    metrics = run(p, "cuhk03", "real", seed)
+    assert 0.0 <= metrics["mAP"] <= 1.0
+    assert paths.run_metrics("cuhk03", "real", seed).is_file()
+    rows = paths.train_curve("cuhk03", "real", seed).read_text().strip().splitlines()[1:]
+    labels = torch.arange(8).repeat_interleave(4)     # 8 identities x 2 cameras x 2 images
+    assert metrics["n_real"] == len(labels)
+    assert len(rows) == p.reid.epochs * len(PKSampler(labels, p.reid.P, p.reid.K, seed)) == 8
 
 
 def _write_synthetic_persons(world: Path, benchmark: str, generator: str, pid_shift: int = 0) -> Path:

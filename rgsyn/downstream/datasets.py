@@ -147,12 +147,22 @@ def synthetic_dir_or_none(path: str | Path) -> Path | None:
 
 
 class PKSampler:
-    """P identities x K images per batch, deterministic for (seed, epoch).
+    """P identities x K images per batch, deterministic for (seed, epoch), the same number of
+    batches in every epoch (`len(sampler)`).
 
-    Follows torchreid's RandomIdentitySampler: every identity's images are shuffled and cut into
-    chunks of K (a last partial chunk is dropped); an identity with fewer than K images is sampled
-    K times WITH replacement (one chunk), so it still appears, never crashes. Batches take P distinct
-    identities that still have chunks, until fewer than P remain. Returns lists of indices.
+    Chunks follow torchreid's RandomIdentitySampler: every identity's images are shuffled and cut
+    into chunks of K (a last partial chunk is dropped); an identity with fewer than K images is
+    sampled K times WITH replacement (one chunk), so it still appears, never crashes.
+
+    Batches differ from torchreid's, whose random pick of P identities can strand chunks on fewer
+    than P identities, so that its epoch length varies with the seed (and its `__len__` is only an
+    estimate); a run sized from one epoch then never finishes. Here each batch takes the P
+    identities with the most chunks left, ties broken in a random order of the epoch. With c_i
+    chunks for identity i (fixed: it depends on the image counts only) this greedy rule reaches
+    the largest possible number of batches,
+        B = max{ b : sum_i min(c_i, b) >= P * b },
+    in every epoch, since taking the fullest identities keeps that condition true for the batches
+    still to come. Returns lists of indices.
     """
 
     def __init__(self, labels: torch.Tensor, P: int, K: int, seed: int):
@@ -164,6 +174,14 @@ class PKSampler:
             raise DataError(f"PK sampling needs at least P={P} identities, the training set has "
                             f"{len(self.by_label)}; lower reid.P")
         self.n_short = sum(1 for v in self.by_label.values() if len(v) < K)
+        counts = [max(1, len(v) // K) for v in self.by_label.values()]
+        b = sum(counts) // P
+        while sum(min(c, b) for c in counts) < P * b:
+            b -= 1
+        self.n_batches = b
+
+    def __len__(self) -> int:
+        return self.n_batches
 
     def epoch(self, epoch: int) -> list[torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
@@ -175,13 +193,13 @@ class PKSampler:
             else:
                 perm = idx[torch.randperm(len(idx), generator=g)]
                 chunks[lab] = [perm[i:i + self.K] for i in range(0, len(perm) - self.K + 1, self.K)]
+        labs = sorted(chunks)
         batches = []
-        avail = sorted(chunks)
-        while len(avail) >= self.P:
-            sel = torch.randperm(len(avail), generator=g)[: self.P].tolist()
-            chosen = [avail[i] for i in sorted(sel)]
+        for _ in range(self.n_batches):
+            order = [labs[i] for i in torch.randperm(len(labs), generator=g).tolist()]
+            order.sort(key=lambda lab: -len(chunks[lab]))   # stable: random order among ties
+            chosen = sorted(order[:self.P])
             batches.append(torch.cat([chunks[lab].pop(0) for lab in chosen]))
-            avail = [lab for lab in avail if chunks[lab]]
         return batches
 
 

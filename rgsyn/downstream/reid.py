@@ -202,7 +202,7 @@ def train_reid(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
     net = build_reid_model(p.backbone, num_classes, p.height, p.width, p.pretrained)
     opt = torch.optim.Adam(net.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     sampler = PKSampler(train.labels, p.P, p.K, seed)
-    steps_per_epoch = len(sampler.epoch(0))
+    steps_per_epoch = len(sampler)   # the same in every epoch (PKSampler)
     total = steps_per_epoch * p.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, steps_per_epoch * p.warmup_epochs))
     net, opt = acc.prepare(net, opt)

@@ -22,7 +22,7 @@ import time
 import torch
 
 from rgsyn import io, paths, tracking
-from rgsyn.errors import ConfigError
+from rgsyn.errors import ConfigError, RgsynError
 
 
 def _finite_or_none(obj):
@@ -201,6 +201,9 @@ def run(params, benchmark: str, variant: str, seed: int) -> dict:
         run.log_params({"variant": variant, "seed": seed, "benchmark": benchmark,
                         "variant_def": dataclasses.asdict(params.variant(variant))})
         metrics = train_and_evaluate(params, benchmark, variant, seed, run=run)
+        if metrics is None:   # only a stop_after_epoch run stops early; never write half a result
+            raise RgsynError(f"train {benchmark}/{variant}/seed{seed}: training stopped before its last "
+                             "epoch; no metrics were written")
         run.log_metrics(_flat(metrics), check_finite=False)
         run.log_artifact(paths.run_metrics(benchmark, variant, seed))
         summary = (f"mAP {metrics['mAP']:.3f} R1 {metrics['rank1']:.3f}" if section == "reid"
