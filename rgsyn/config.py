@@ -340,7 +340,7 @@ class TrackingParams:
 @dataclass
 class Params:
     profile: str = one_of("toy", "smoke", "paper", default="toy")
-    seeds: list[int] = _list(0)                  # downstream training seeds (one run per seed)
+    seeds: list[int] = _list(0, 1, 2)            # downstream training seeds (one run per seed; verdicts are paired over them)
     generator_seed: int = rng(0, None, 0)         # seed of the prior, cold-start and RL stages
     device: str = one_of("auto", "cpu", "cuda", default="auto")
     data: DataParams = field(default_factory=DataParams)

@@ -10,7 +10,7 @@ import yaml
 
 from rgsyn import config, io, paths
 from rgsyn.errors import DataError
-from rgsyn.report_tables import (build_tables, load_benchmarks, load_paper, table_ablation, table_claims,
+from rgsyn.report.tables import (build_tables, load_benchmarks, load_paper, table_ablation, table_claims,
                                  table_face, table_generation, table_reid, table_rfw, to_latex, to_markdown,
                                  write_tables)
 
@@ -228,7 +228,7 @@ def test_repository_paper_yaml(bench):
 
 
 def test_numbers_that_round_to_zero_have_no_minus_sign():
-    from rgsyn.report_tables import fmt_delta, fmt_num
+    from rgsyn.report.tables import fmt_delta, fmt_num
 
     assert fmt_num(-0.02, 1) == "0.0" and fmt_num(-0.4, 0) == "0" and fmt_num(-0.06, 1) == "-0.1"
     assert fmt_delta(-0.004, 2) == "+0.00" and fmt_delta(-1.25, 1) == "-1.2"

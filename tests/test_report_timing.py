@@ -1,7 +1,7 @@
 """The stage timing table: durations from the stage runs' start/end, grouped by stage kind."""
 from types import SimpleNamespace as NS
 
-from rgsyn.report_timing import table_timing, timing_frame
+from rgsyn.report.timing import table_timing, timing_frame
 
 
 def _run(name, stage, start, end, parent="p2", status="FINISHED"):

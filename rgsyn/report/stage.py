@@ -25,10 +25,10 @@ import pandas as pd
 
 from rgsyn import io, paths, tracking
 from rgsyn.config import Params, params_hash
-from rgsyn.report_figures import REWARD_METRICS, ablation_bars, reward_curves, rfw_group_bars
-from rgsyn.report_html import Section, render
-from rgsyn.report_tables import NOT_RUN, as_records, build_tables, load_benchmarks, to_markdown, write_tables
-from rgsyn.report_timing import table_timing, timing_frame
+from rgsyn.report.figures import REWARD_METRICS, ablation_bars, reward_curves, rfw_group_bars
+from rgsyn.report.html import Section, render
+from rgsyn.report.tables import NOT_RUN, as_records, build_tables, load_benchmarks, to_markdown, write_tables
+from rgsyn.report.timing import table_timing, timing_frame
 
 TOY_NOTE = (
     "<b>Profile <code>{profile}</code>.</b> These numbers come from the embedded toy identity world "

@@ -7,7 +7,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rgsyn.report_tables import DASH, NOT_RECOVERABLE, NOT_RUN, Table
+from rgsyn.report.tables import DASH, NOT_RECOVERABLE, NOT_RUN, Table
 
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1d2330;background:#f4f5f7}

@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from rgsyn import io, paths  # noqa: E402
-from rgsyn.report_tables import (ABLATION_VARIANTS, DATASET_NAMES, MAIN_VARIANTS, METRICS,  # noqa: E402
+from rgsyn.report.tables import (ABLATION_VARIANTS, DATASET_NAMES, MAIN_VARIANTS, METRICS,  # noqa: E402
                                  scale_of)
 
 ABLATION_PANELS = (("market1501", "mAP"), ("cuhk03", "mAP"), ("casia_face", "avg"), ("rfw_bias", "mean"))

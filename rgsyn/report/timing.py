@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from rgsyn.report_tables import NOT_RUN, Table
+from rgsyn.report.tables import NOT_RUN, Table
 
 STAGE_ORDER = ("data", "prior", "coldstart", "encoder", "rl", "generate", "train", "collect", "report")
 
