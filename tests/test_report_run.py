@@ -41,7 +41,7 @@ def test_report_stage_with_mlflow_runs(mlflow_tmp):
     report.run(params)
 
     out = paths.reports_dir()
-    for name in ("table1_reid", "table2_face", "table3_rfw", "ablation", "claims", "generation", "privacy"):
+    for name in ("table1_reid", "table2_face", "table3_rfw", "what_reproduced", "ablation", "oracle", "generation", "privacy"):
         assert (out / "tables" / f"{name}.md").stat().st_size > 0
         assert "\\toprule" in (out / "tables" / f"{name}.tex").read_text()
     figs = {p.name for p in (out / "figures").glob("*.png")}
@@ -53,11 +53,11 @@ def test_report_stage_with_mlflow_runs(mlflow_tmp):
     html = (out / "report.html").read_text()
     assert _imgs(html) == 4                                   # every figure inlined, nothing linked
     assert 'src="http' not in html and "<link" not in html
-    assert "41.0 ± 1.4" in html and "not run" in html and "reported" in html
+    assert "41.0 ± 12.7 (n=2)" in html and "not run" in html and "reported" in html
     assert params_hash(params) in html and "not comparable in absolute value" in html
     assert tracking.git_commit() in html
     md = (out / "report.md").read_text()
-    assert "![RFW accuracy per group](figures/rfw_groups.png)" in md and "41.0 ± 1.4" in md
+    assert "![RFW accuracy per group](figures/rfw_groups.png)" in md and "41.0 ± 12.7 (n=2)" in md
 
     client = mlflow.tracking.MlflowClient()
     exp = client.get_experiment_by_name(params.tracking.experiment)

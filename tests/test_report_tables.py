@@ -10,9 +10,8 @@ import yaml
 
 from rgsyn import config, io, paths
 from rgsyn.errors import DataError
-from rgsyn.report.tables import (build_tables, load_benchmarks, load_paper, table_ablation, table_claims,
-                                 table_face, table_generation, table_reid, table_rfw, to_latex, to_markdown,
-                                 write_tables)
+from rgsyn.report.tables import (build_tables, load_benchmarks, load_paper, table_ablation, table_face,
+                                 table_generation, table_reid, table_rfw, to_latex, to_markdown, write_tables)
 
 REPO_BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 ALL_VARIANTS = [*config.Params().variants, *getattr(config.Params(), "syn_variants", {})]
@@ -79,9 +78,10 @@ def test_reid_table_mean_std_delta_and_not_run(benches):
     cols = list(t.df.columns)
     assert cols[:2] == ["Method", "Source"] and cols[2:] == ["mAP", "R-1", "mAP", "R-1"]
     assert t.groups == [("Market-1501", 2), ("CUHK03-NP", 2)]
-    # Market real: seeds 0.40 and 0.42 -> 41.0 ± 1.4 (sample std of 40, 42 = 1.414)
+    # Market real: seeds 0.40 and 0.42 -> 41.0 ± 12.7: sample std 1.414, standard error 1.0, times
+    # t_{0.975, 1} = 12.706 (the half-width of the 95% t-interval with two seeds)
     suite = _line(t, "ResNet-50 base [real]", "suite (toy)", 0)
-    assert suite[2] == "41.0 ± 1.4"
+    assert suite[2] == "41.0 ± 12.7 (n=2)"
     paper = _line(t, "ResNet-50 base [real]", "paper", 1)
     assert paper[2:] == ["85.4", "n/r", "74.1", "76.5"]
     delta = _line(t, "ResNet-50 base [real]", "Δ", 2)
@@ -106,23 +106,24 @@ def test_reid_table_reported_baselines_and_suite_only_rows(benches):
     ours = _line(t, "Ours [ours]", "suite (toy)")
     # ours offset = 0.01 * index of 'ours' in the variant list
     v = 0.40 + 0.01 * ALL_VARIANTS.index("ours")
-    assert ours[2] == f"{(v + 0.01) * 100:.1f} ± 1.4"
+    assert ours[2] == f"{(v + 0.01) * 100:.1f} ± 12.7 (n=2)"
 
 
 def test_face_and_rfw_tables(benches):
     face = table_face(benches, "toy")
     assert list(face.df.columns[2:]) == ["LFW", "AgeDB", "CALFW", "CFP-FP", "CPLFW", "Avg"]
     real = _line(face, "Real subset [real]", "suite (toy)")
-    assert real[2] == "81.00 ± 1.41"     # lfw: 0.80 and 0.82
+    assert real[2] == "81.00 ± 12.71 (n=2)"     # lfw: 0.80 and 0.82
     assert _line(face, "Real subset [real]", "Δ", 2)[2] == f"{81.00 - 91.58:.2f}"
     assert [_line(face, m, "reported")[2] for m in ("DCFace", "IDiff-Face", "NegFaceDiff")] \
         == ["87.97", "90.65", "91.70"]
     rfw = table_rfw(benches, "toy")
     assert list(rfw.df.columns[2:]) == ["African", "Asian", "Caucasian", "Indian", "Mean", "Std", "SER"]
     row = _line(rfw, "Real subset [real]", "suite (toy)")
-    # SER stays a ratio: errors 0.40/0.34 and 0.38/0.32 -> 1.176, 1.1875 -> mean 1.18
-    assert row[-1] == "1.18 ± 0.01"
-    assert row[-2] == "2.58 ± 0.00"      # std over groups, in points
+    # SER stays a ratio: errors 0.40/0.34 and 0.38/0.32 -> 1.176, 1.1875 -> mean 1.18, half-width
+    # 12.706 * 0.00813 / sqrt(2) = 0.073
+    assert row[-1] == "1.18 ± 0.07 (n=2)"
+    assert row[-2] == "2.58 ± 0.00 (n=2)"      # std over groups, in points
     ours_delta = _line(rfw, "Ours [ours]", "Δ", 2)
     v = 0.60 + 0.01 * ALL_VARIANTS.index("ours") + 0.01 + 0.03   # seed mean + mean group offset
     assert ours_delta[6] == f"{v * 100 - 69.78:+.2f}"
@@ -130,26 +131,23 @@ def test_face_and_rfw_tables(benches):
     assert _line(rfw, "Real subset [real]", None, 2)[0] == "Real + random erasing [real_re]"
 
 
-def test_ablation_and_claims(benches):
+def test_ablation(benches):
     t = table_ablation(benches, ALL_VARIANTS + ["ours_extra"])
     assert t.groups == [("Market-1501", 2), ("CUHK03-NP", 2), ("Face (5 sets)", 1), ("RFW", 2)]
     assert list(t.df.columns) == ["Variant", "mAP", "R-1", "mAP", "R-1", "Avg", "Mean", "SER"]
     assert t.df.iloc[0, 0].endswith("[ours]")
+    assert t.df.iloc[0, 1].endswith("± 12.7 (n=2)")
     no_sem = next(list(r) for r in t.df.itertuples(index=False) if r[0].endswith("[ours_no_sem]"))
     diff = (ALL_VARIANTS.index("ours_no_sem") - ALL_VARIANTS.index("ours")) * 1.0
     assert no_sem[1].endswith(f"({diff:+.1f})")
     assert t.df.iloc[-1, 0] == "ours_extra [ours_extra]" and set(t.df.iloc[-1, 1:]) == {"not run"}
-    c = table_claims(benches)
-    sel = next(dict(zip(c.df.columns, r)) for r in c.df.itertuples(index=False) if "syn_rl" in r[2])
-    gap = (ALL_VARIANTS.index("ours") - ALL_VARIANTS.index("syn_rl")) * 1.0
-    assert sel["Paper"] == "+2.20" and sel["Suite"] == f"{gap:+.2f}"
-    assert sel["Δ"] == f"{gap - 2.2:+.2f}" and sel["Same sign"] == ("yes" if gap > 0 else "no")
 
 
 def test_generation_and_privacy(benches):
     g = table_generation(benches)
     row = next(dict(zip(g.df.columns, r)) for r in g.df.itertuples(index=False) if r[1] == "rl-full")
     assert row["Fréchet ↓"] == "9.25" and row["Coverage"] == "0.650" and row["Images"] == "96"
+    assert row["Identity acc. (%)"] == "not run"
     cold = next(dict(zip(g.df.columns, r)) for r in g.df.itertuples(index=False) if r[1] == "cold")
     assert cold["Mean R_sem"] == "not run"
     assert set(g.df["Benchmark"]) == {"Market-1501", "CUHK03-NP", "Face (5 sets)"}
@@ -163,14 +161,15 @@ def test_markdown_and_latex(benches, tmp_path):
     written = write_tables(tables, tmp_path / "out")
     assert len(written) == 2 * len(tables) and all(p.stat().st_size > 0 for p in written)
     md = (tmp_path / "out" / "table1_reid.md").read_text()
-    assert "Market-1501 mAP" in md and "41.0 ± 1.4" in md and "reported" in md and "not run" in md
-    tex = to_latex(tables[0])
+    assert "Market-1501 mAP" in md and "41.0 ± 12.7 (n=2)" in md and "reported" in md and "not run" in md
+    assert tables[0].name == "what_reproduced"
+    tex = to_latex(next(t for t in tables if t.name == "table1_reid"))
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert r"\caption{person re-ID, mAP and R-1 (\%)}" in tex and r"\label{tab:table1_reid}" in tex
     assert r"\multicolumn{2}{c}{Market-1501}" in tex and r"\cmidrule(lr){3-4}" in tex
-    assert r"41.0 $\pm$ 1.4" in tex and r" & $-$44.4 & " in tex and r"ResNet-50 base [real]" in tex and "$\\Delta$" in tex
+    assert r"41.0 $\pm$ 12.7 (n=2)" in tex and r" & $-$44.4 & " in tex and r"ResNet-50 base [real]" in tex and "$\\Delta$" in tex
     assert "[syn\\_rl]" in tex and "[syn_rl]" not in tex
-    assert r"\begin{tabular}{lp{6.5cm}lrrrr}" in to_latex(next(t for t in tables if t.name == "claims"))
+    assert r"\begin{tabular}{lp{5.5cm}lrrrrlr}" in to_latex(tables[0])
 
 
 def test_missing_seed_is_marked_and_references_listed(tmp_path):
@@ -182,7 +181,7 @@ def test_missing_seed_is_marked_and_references_listed(tmp_path):
     benches = load_benchmarks(tmp_path)
     ours = _line(table_reid(benches, "toy"), "Ours [ours]", "suite (toy)")
     v = 0.40 + 0.01 * ALL_VARIANTS.index("ours")
-    assert ours[2] == f"{v * 100:.1f} (n=1)" and ours[4].endswith("± 1.4")
+    assert ours[2] == f"{v * 100:.1f} (n=1)" and ours[4].endswith("± 12.7 (n=2)")
     refs = {t.name: t for t in build_tables(benches, "toy")}["references"].df
     bot = refs[refs["System"] == "BoT strong baseline, ResNet-50"]
     assert list(bot["Published (%)"]) == ["mAP 85.9, R-1 94.5"]

@@ -82,7 +82,7 @@ def table_html(t: Table) -> str:
             for j, c in enumerate(row):
                 c = str(c)
                 cc = _cell_class(c, j, t.n_label_cols)
-                if t.name == "claims" and j == 1:
+                if t.name == "what_reproduced" and j == 1:
                     cc = "wrap"
                 cells.append(f'<td class="{cc}">{html.escape(c)}</td>')
             out.append(f'<tr class="{" ".join(cls)}">' + "".join(cells) + "</tr>")

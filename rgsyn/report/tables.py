@@ -12,188 +12,15 @@ Conventions (shown in every table's legend):
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
-import yaml
 
-from rgsyn import io, paths
-from rgsyn.errors import DataError
-
-NOT_RUN = "not run"
-NOT_RECOVERABLE = "n/r"
-DASH = "—"
-
-# Metric keys of metrics.json, their column labels and units (percent = fraction x 100).
-REID_METRICS = {"mAP": ("mAP", "percent"), "rank1": ("R-1", "percent")}
-FACE_METRICS = {"lfw": ("LFW", "percent"), "agedb": ("AgeDB", "percent"), "calfw": ("CALFW", "percent"),
-                "cfp_fp": ("CFP-FP", "percent"), "cplfw": ("CPLFW", "percent"), "avg": ("Avg", "percent")}
-RFW_METRICS = {**{g: (g, "percent") for g in paths.RFW_GROUPS}, "mean": ("Mean", "percent"),
-               "std": ("Std", "percent"), "ser": ("SER", "ratio")}
-METRICS = {"market1501": REID_METRICS, "cuhk03": REID_METRICS, "casia_face": FACE_METRICS,
-           "rfw_bias": RFW_METRICS}
-DATASET_NAMES = {"market1501": "Market-1501", "cuhk03": "CUHK03-NP", "casia_face": "Face (5 sets)",
-                 "rfw_bias": "RFW"}
-DEFAULT_DECIMALS = {"market1501": 1, "cuhk03": 1, "casia_face": 2, "rfw_bias": 2}
-
-# The suite's own variants (params.variants keys) as they are named in the tables.
-VARIANT_LABELS = {
-    "real": "Real only",
-    "real_re": "Real + random erasing",
-    "syn_cold": "Real + cold-start synthetic (all)",
-    "syn_rl": "Real + RL synthetic (all)",
-    "ours": "Ours (RL synthetic + lookahead selection)",
-    "ours_no_sem": "Ours without R_sem",
-    "ours_no_cov": "Ours without R_cov",
-    "ours_no_exp": "Ours without R_exp",
-    "ours_random_sel": "Ours with random selection",
-}
-ABLATION_LABELS = {"ours": "Ours (full)", "syn_rl": "No selection", "ours_random_sel": "Random selection",
-                   "ours_no_sem": "Without R_sem", "ours_no_cov": "Without R_cov", "ours_no_exp": "Without R_exp",
-                   "real": "Real only"}
-MAIN_VARIANTS = ("real", "real_re", "syn_cold", "syn_rl", "ours")
-ABLATION_VARIANTS = ("ours", "syn_rl", "ours_random_sel", "ours_no_sem", "ours_no_cov", "ours_no_exp", "real")
-ABLATION_COLUMNS = (("market1501", "mAP"), ("market1501", "rank1"), ("cuhk03", "mAP"), ("cuhk03", "rank1"),
-                    ("casia_face", "avg"), ("rfw_bias", "mean"), ("rfw_bias", "ser"))
-GENERATION_COLUMNS = {"frechet": ("Fréchet ↓", 2, 1.0), "density": ("Density", 3, 1.0),
-                      "coverage": ("Coverage", 3, 1.0), "mean_reward_sem": ("Mean R_sem", 3, 1.0),
-                      "n_images": ("Images", 0, 1.0)}
-PRIVACY_COLUMNS = {"nn_sim_mean": ("NN sim. mean", 3, 1.0), "nn_sim_max": ("NN sim. max", 3, 1.0),
-                   "nn_sim_share_above": ("Share > τ (%)", 1, 100.0),
-                   "real_nn_sim_mean": ("Real→real NN sim. mean", 3, 1.0),
-                   "real_nn_share_above": ("Real→real share > τ (%)", 1, 100.0), "nn_threshold": ("τ", 2, 1.0)}
-
-
-# ---------------------------------------------------------------------------------- inputs
-@dataclass
-class Benchmark:
-    """One benchmark's inputs: its metrics.json (None if absent) and its paper.yaml (None if absent)."""
-
-    name: str
-    metrics: dict | None
-    paper: dict | None
-
-    @property
-    def decimals(self) -> int:
-        return int((self.paper or {}).get("decimals", DEFAULT_DECIMALS.get(self.name, 1)))
-
-    @property
-    def n_seeds(self) -> int:
-        """The most seeds any variant has (a cell with fewer values is marked `(n=k)`)."""
-        return max((len(s or {}) for s in ((self.metrics or {}).get("variants") or {}).values()), default=0)
-
-    def seeds(self, variant: str) -> dict[str, dict]:
-        return ((self.metrics or {}).get("variants") or {}).get(variant) or {}
-
-    def values(self, variant: str, key: str) -> list[float]:
-        """Per-seed values of one metric, seeds in sorted order; [] when not run."""
-        out = []
-        for seed in sorted(self.seeds(variant), key=_seed_order):
-            v = self.seeds(variant)[seed].get(key)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                out.append(float(v))
-        return out
-
-
-def _seed_order(name: str) -> tuple[int, str]:
-    m = re.search(r"\d+", name)
-    return (int(m.group()) if m else 1 << 30, name)
-
-
-def load_paper(path: Path, benchmark: str) -> dict:
-    """Read and validate a paper.yaml (schema 1); DataError names the key that is wrong."""
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise DataError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(doc, dict) or doc.get("schema") != 1:
-        raise DataError(f"{path}: expected a mapping with 'schema: 1'")
-    known = set(METRICS[benchmark])
-    for i, row in enumerate(doc.get("rows") or []):
-        where = f"{path}: rows[{i}]"
-        if not isinstance(row, dict) or "method" not in row or not isinstance(row.get("values"), dict):
-            raise DataError(f"{where}: expected 'method' and a 'values' mapping")
-        if bool(row.get("reported")) != (row.get("variant") is None):
-            raise DataError(f"{where} ({row['method']}): 'reported: true' goes with 'variant: null' and only then")
-        for key, v in row["values"].items():
-            if key not in known:
-                raise DataError(f"{where}.values: unknown metric {key!r}; expected one of {sorted(known)}")
-            if v is not None and not isinstance(v, (int, float)):
-                raise DataError(f"{where}.values.{key}: expected a number or null, got {v!r}")
-    for i, claim in enumerate(doc.get("claims") or []):
-        bad = [k for k in claim.get("metrics") or [] if k not in known]
-        if bad or not claim.get("better") or not claim.get("than"):
-            raise DataError(f"{path}: claims[{i}]: needs 'better', 'than' and metrics from {sorted(known)}")
-    return doc
-
-
-def load_benchmarks(root: Path = Path(".")) -> dict[str, Benchmark]:
-    out = {}
-    for name in paths.BENCHMARKS:
-        mpath = root / paths.benchmark_metrics(name)
-        ppath = root / paths.benchmark_dir(name) / "paper.yaml"
-        metrics = None
-        if mpath.is_file():
-            try:
-                metrics = io.read_json(mpath)
-            except ValueError as e:
-                raise DataError(f"{mpath}: not valid JSON: {e}") from None
-            if not isinstance(metrics, dict):
-                raise DataError(f"{mpath}: expected a mapping with 'variants' and 'generation'")
-        paper = load_paper(ppath, name) if ppath.is_file() else None
-        out[name] = Benchmark(name, metrics, paper)
-    return out
-
-
-# ------------------------------------------------------------------------------ formatting
-def scale_of(unit: str) -> float:
-    return 100.0 if unit == "percent" else 1.0
-
-
-def mean_std(values: list[float]) -> tuple[float, float | None]:
-    arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), (float(arr.std(ddof=1)) if len(arr) > 1 else None)
-
-
-def fmt_num(x: float, decimals: int) -> str:
-    s = f"{x:.{decimals}f}"
-    return s[1:] if s.startswith("-") and not s.strip("-0.") else s   # no "-0.0" for a tiny negative
-
-
-def fmt_stat(values: list[float], scale: float, decimals: int, n_expected: int = 0) -> str:
-    """`mean ± std` (several seeds), `mean` (one seed) or `not run` (none); `(n=k)` is appended
-    when fewer than n_expected seeds have the value."""
-    if not values:
-        return NOT_RUN
-    m, s = mean_std([v * scale for v in values])
-    out = fmt_num(m, decimals) + ("" if s is None else f" ± {fmt_num(s, decimals)}")
-    return out + (f" (n={len(values)})" if len(values) < n_expected else "")
-
-
-def fmt_delta(d: float, decimals: int) -> str:
-    s = fmt_num(d, decimals)
-    return s if s.startswith("-") else f"+{s}"
-
-
-# -------------------------------------------------------------------------------- tables
-@dataclass
-class Table:
-    """A rendered table: string cells in `df`; `groups` are spanning header cells over the
-    columns after the first `n_label_cols` (label, span); `breaks` are row indices that start a
-    new block (a rule or extra space before them)."""
-
-    name: str
-    title: str
-    df: pd.DataFrame
-    n_label_cols: int = 1
-    groups: list[tuple[str, int]] | None = None
-    breaks: list[int] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    latex_align: str | None = None   # a tabular column spec overriding the default l...r...
+from rgsyn import paths
+from rgsyn.report.formats import Table, fmt_delta, fmt_num, fmt_stat, mean_of, scale_of, to_latex, to_markdown, write_tables  # noqa: F401
+from rgsyn.report.inputs import (ABLATION_COLUMNS, ABLATION_LABELS, ABLATION_VARIANTS, DASH,  # noqa: F401
+                                 DATASET_NAMES, FACE_METRICS, GENERATION_COLUMNS, MAIN_VARIANTS, METRICS,
+                                 NOT_APPLICABLE, NOT_RECOVERABLE, NOT_RUN, ORACLE_GENERATOR, ORACLE_LABEL, PRIVACY_COLUMNS, RFW_METRICS, VARIANT_LABELS,
+                                 Benchmark, _seed_order, as_records, load_benchmarks, load_paper)
 
 
 def _paper_rows(bench: Benchmark) -> list[dict]:
@@ -257,9 +84,9 @@ def comparison_table(name: str, title: str, benches: list[Benchmark], metric_key
             if variant is None:
                 continue
             vals = bench.values(variant, k)
-            suite.append(fmt_stat(vals, scale_of(unit), dec, bench.n_seeds))
+            suite.append(fmt_stat(vals, scale_of(unit), dec))
             if vals and published is not None:
-                delta.append(fmt_delta(mean_std(vals)[0] * scale_of(unit) - float(published), dec))
+                delta.append(fmt_delta(mean_of(vals) * scale_of(unit) - float(published), dec))
             else:
                 delta.append(DASH)
         if variant is None:
@@ -280,8 +107,9 @@ def comparison_table(name: str, title: str, benches: list[Benchmark], metric_key
 def legend(benches: list[Benchmark]) -> list[str]:
     seeds = sorted({s for b in benches for v in ((b.metrics or {}).get("variants") or {}).values()
                     for s in (v or {})}, key=_seed_order)
-    notes = [f"suite: mean ± std (ddof=1) over the seeds present ({', '.join(seeds) or 'none'}); "
-             "(n=k): only k seeds have this value; accuracies in percent, SER as a ratio.",
+    notes = [f"suite: mean ± half-width of the 95% t-interval over the seeds present "
+             f"({', '.join(seeds) or 'none'}), (n=k): the number of seeds with this value; one seed: the "
+             "value alone (no interval); accuracies in percent, SER as a ratio.",
              "Δ: suite mean − published value. not run: absent from metrics.json. "
              "n/r: not recoverable from the public copies of the paper. "
              "reported: a baseline the suite cannot run (published number only). —: no published row."]
@@ -313,7 +141,7 @@ def table_rfw(b: dict[str, Benchmark], profile: str) -> Table:
 
 
 def table_ablation(b: dict[str, Benchmark], variants: list[str] = ()) -> Table:
-    """Ablations: each cell `value (Δ vs ours)`; the paper gives no per-ablation numbers (see claims).
+    """Ablations: each cell `value (Δ vs ours)`; the paper gives no per-ablation numbers (see verdicts).
     `variants`: the params' variants; any the suite does not name is appended as its own row."""
     cols = [(bn, k) for bn, k in ABLATION_COLUMNS]
     header = ["Variant"] + [METRICS[bn][k][0] for bn, k in cols]
@@ -325,75 +153,59 @@ def table_ablation(b: dict[str, Benchmark], variants: list[str] = ()) -> Table:
             bench, unit = b[bn], METRICS[bn][k][1]
             dec = bench.decimals if unit == "percent" else 2
             vals = bench.values(v, k)
-            cell = fmt_stat(vals, scale_of(unit), dec, bench.n_seeds)
+            cell = fmt_stat(vals, scale_of(unit), dec)
             ref = bench.values("ours", k)
             if vals and ref and v != "ours":
-                cell += f" ({fmt_delta((mean_std(vals)[0] - mean_std(ref)[0]) * scale_of(unit), dec)})"
+                cell += f" ({fmt_delta((mean_of(vals) - mean_of(ref)) * scale_of(unit), dec)})"
             line.append(cell)
         lines.append(line)
-    notes = ["Cells: mean ± std over seeds; in brackets the difference to ours (same column). "
+    notes = ["Cells: mean ± half-width of the 95% t-interval over the n seeds; in brackets the difference "
+             "of the means to ours (same column; its paired interval is in the verdicts table). "
              "SER: lower is fairer. not run: absent from metrics.json.",
              "The paper publishes no per-ablation numbers; its ablation statements are checked in the "
-             "claims table."]
+             "verdicts table (What reproduced)."]
     return Table("ablation", "Ablations: reward terms and dynamic sample selection", pd.DataFrame(lines, columns=header),
                  groups=groups,
                  notes=notes)
 
 
-def table_claims(b: dict[str, Benchmark]) -> Table:
-    """Published statements (paper.yaml claims) beside the suite's difference better - than."""
-    lines = []
-    for bn in paths.BENCHMARKS:
-        bench = b[bn]
-        for claim in (bench.paper or {}).get("claims") or []:
-            for k in claim["metrics"]:
-                unit = METRICS[bn][k][1]
-                dec = bench.decimals if unit == "percent" else 2
-                hi, lo = bench.values(claim["better"], k), bench.values(claim["than"], k)
-                published = claim.get("value")
-                paper = "> 0 (no number)" if published is None else fmt_delta(float(published), dec)
-                if hi and lo:
-                    diff = (mean_std(hi)[0] - mean_std(lo)[0]) * scale_of(unit)
-                    suite = fmt_delta(diff, dec)
-                    expected_sign = 1.0 if published is None else math.copysign(1.0, float(published))
-                    agrees = "yes" if diff * expected_sign > 0 else "no"
-                    delta = DASH if published is None else fmt_delta(diff - float(published), dec)
-                else:
-                    suite, agrees, delta = NOT_RUN, DASH, DASH
-                lines.append([DATASET_NAMES[bn], " ".join(str(claim["text"]).split()),
-                              f"{claim['better']} − {claim['than']}, {METRICS[bn][k][0]}", paper, suite, delta,
-                              agrees])
-    header = ["Benchmark", "Published statement", "Suite comparison", "Paper", "Suite", "Δ", "Same sign"]
-    return Table("claims", "Published ablation and bias statements beside the suite", pd.DataFrame(lines, columns=header),
-                 n_label_cols=3, latex_align="lp{6.5cm}lrrrr", notes=["Paper/Suite: difference in points (better − than); Δ: suite − paper."])
+def _generation_order(gens) -> list[str]:
+    """Generators in name order, the oracle (the toy world's own renders) last, next to them."""
+    return sorted(gens, key=lambda g: (g == ORACLE_GENERATOR, g))
 
 
-def _generation_table(b: dict[str, Benchmark], name: str, title: str, spec: dict, notes: list[str]) -> Table:
+def _generation_table(b: dict[str, Benchmark], name: str, title: str, spec: dict, notes: list[str],
+                      profile: str = "toy") -> Table:
     header = ["Benchmark", "Generator"] + [label for label, _, _ in spec.values()]
     lines = []
     for bn in paths.TRAINED_BENCHMARKS:  # rfw_bias evaluates the casia_face models and generators
         gens = ((b[bn].metrics or {}).get("generation") or {})
-        for gen in sorted(gens):
+        for gen in _generation_order(gens):
             entry = gens[gen] or {}
             seeded = [entry[s] for s in sorted(entry, key=_seed_order)
                       if s.startswith("seed") and isinstance(entry[s], dict)]
             runs = seeded or [entry]
-            line = [DATASET_NAMES[bn], gen]
+            line = [DATASET_NAMES[bn], ORACLE_LABEL if gen == ORACLE_GENERATOR else gen]
             for key, (_, dec, scale) in spec.items():
                 vals = [float(r[key]) for r in runs if isinstance(r.get(key), (int, float))
                         and not isinstance(r.get(key), bool) and math.isfinite(float(r[key]))]
-                line.append(fmt_stat(vals, scale, dec))
+                line.append(fmt_stat(vals, scale, dec, with_n=len(runs) > 1))
             lines.append(line)
+        if profile == "paper" and gens and ORACLE_GENERATOR not in gens:
+            lines.append([DATASET_NAMES[bn], ORACLE_LABEL] + [NOT_APPLICABLE] * len(spec))
     if not lines:
         notes = ["not run: no benchmark's metrics.json has a 'generation' section."] + notes
     return Table(name, title, pd.DataFrame(lines, columns=header), n_label_cols=2, notes=notes)
 
 
-def table_generation(b: dict[str, Benchmark]) -> Table:
+def table_generation(b: dict[str, Benchmark], profile: str = "toy") -> Table:
     return _generation_table(b, "generation", "Generation quality (identity-encoder features)", GENERATION_COLUMNS, [
-        "Fréchet distance between real and synthetic identity features (lower is closer); density and "
-        "coverage with k nearest real neighbours; mean R_sem of the kept samples.",
-        "The paper publishes no generation-quality numbers, so there is nothing to compare with."])
+        "Identity accuracy: share of the images whose identity the real-trained encoder recognises as the "
+        "intended one. Fréchet distance between real and synthetic identity features (lower is closer); "
+        "density and coverage with k nearest real neighbours; mean R_sem of the kept samples.",
+        f"{ORACLE_LABEL}: new renders of the training identities by the toy world itself, what a perfect "
+        "generator would give (toy and smoke only; not applicable to real data).",
+        "The paper publishes no generation-quality numbers, so there is nothing to compare with."], profile)
 
 
 def table_privacy(b: dict[str, Benchmark]) -> Table:
@@ -421,86 +233,10 @@ def table_references(b: dict[str, Benchmark]) -> Table:
                         "benchmarks/*/paper.yaml under 'references'."])
 
 
-# ---------------------------------------------------------------------------------- output
-def to_markdown(t: Table) -> str:
-    out = [f"### {t.title}", ""]
-    if t.df.empty:
-        out.append(f"_{NOT_RUN}_")
-    else:
-        df = t.df
-        if t.groups:
-            names = [g for g, span in t.groups for _ in range(span)]
-            df = df.copy()
-            df.columns = list(df.columns[:t.n_label_cols]) + [
-                f"{g} {c}" for g, c in zip(names, df.columns[t.n_label_cols:])]
-        align = ("left",) * t.n_label_cols + ("right",) * (len(df.columns) - t.n_label_cols)
-        out.append(df.to_markdown(index=False, disable_numparse=True, colalign=align))
-    out += [""] + [f"- {n}" for n in t.notes]
-    return "\n".join(out) + "\n"
-
-
-_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
-                  "±": r"$\pm$", "Δ": r"$\Delta$", "—": "---", "−": "$-$", "→": r"$\to$", "↓": r"$\downarrow$",
-                  "τ": r"$\tau$", ">": r"$>$", "é": r"\'e"}
-
-
-def latex_escape(s: str) -> str:
-    s = str(s)
-    if re.match(r"^-\d", s):          # a negative number: a real minus sign, not a hyphen
-        s = "−" + s[1:]
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in s)
-
-
-def to_latex(t: Table) -> str:
-    """A booktabs table (needs \\usepackage{booktabs})."""
-    n = len(t.df.columns)
-    align = t.latex_align or "l" * t.n_label_cols + "r" * (n - t.n_label_cols)
-    caption = latex_escape(re.sub(r"^Table \d+: ", "", t.title))   # LaTeX numbers the tables itself
-    out = ["% generated by `rgsyn report`; needs \\usepackage{booktabs}", r"\begin{table}[t]", r"\centering",
-           r"\footnotesize" if n > 7 else r"\small", f"\\caption{{{caption}}}", f"\\label{{tab:{t.name}}}",
-           f"\\begin{{tabular}}{{{align}}}", r"\toprule"]
-    if t.groups:
-        cells, rules, col = [""] * t.n_label_cols, [], t.n_label_cols + 1
-        for label, span in t.groups:
-            cells.append(f"\\multicolumn{{{span}}}{{c}}{{{latex_escape(label)}}}")
-            rules.append(f"\\cmidrule(lr){{{col}-{col + span - 1}}}")
-            col += span
-        out += [" & ".join(cells) + r" \\", " ".join(rules)]
-    out += [" & ".join(latex_escape(c) for c in t.df.columns) + r" \\", r"\midrule"]
-    if t.df.empty:
-        out.append(f"\\multicolumn{{{n}}}{{c}}{{{NOT_RUN}}} \\\\")
-    for i, row in enumerate(t.df.itertuples(index=False)):
-        if i in t.breaks:
-            out.append(r"\addlinespace")
-        out.append(" & ".join(latex_escape(c) for c in row) + r" \\")
-    out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(out) + "\n"
-
-
 def build_tables(benches: dict[str, Benchmark], profile: str, variants: list[str] = ()) -> list[Table]:
-    return [table_reid(benches, profile), table_face(benches, profile), table_rfw(benches, profile),
-            table_ablation(benches, list(variants)), table_claims(benches), table_generation(benches), table_privacy(benches),
-            table_references(benches)]
+    from rgsyn.report.oracle import table_oracle
+    from rgsyn.report.verdicts import comparisons, table_verdicts
 
-
-def write_tables(tables: list[Table], out_dir: Path) -> list[Path]:
-    written = []
-    for t in tables:
-        for suffix, text in ((".md", to_markdown(t)), (".tex", to_latex(t))):
-            p = out_dir / f"{t.name}{suffix}"
-            io.write_text(p, text)
-            written.append(p)
-    return written
-
-
-def as_records(benches: dict[str, Benchmark]) -> pd.DataFrame:
-    """Long frame of every run value: benchmark, variant, seed, metric, value (fraction)."""
-    recs: list[dict[str, Any]] = []
-    for bn, bench in benches.items():
-        for v, seeds in ((bench.metrics or {}).get("variants") or {}).items():
-            for seed, m in (seeds or {}).items():
-                for k, val in (m or {}).items():
-                    if k in METRICS[bn] and isinstance(val, (int, float)) and not isinstance(val, bool):
-                        recs.append({"benchmark": bn, "variant": v, "seed": seed, "metric": k, "value": float(val)})
-    return pd.DataFrame(recs, columns=["benchmark", "variant", "seed", "metric", "value"])
+    return [table_verdicts(comparisons(benches), profile), table_reid(benches, profile), table_face(benches, profile),
+            table_rfw(benches, profile), table_ablation(benches, list(variants)), table_oracle(benches, profile),
+            table_generation(benches, profile), table_privacy(benches), table_references(benches)]
