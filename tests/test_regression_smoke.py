@@ -105,3 +105,9 @@ def test_smoke_report_is_rendered(smoke_runs):
     html = (work / "reports" / "report.html").read_text()
     assert "Market-1501" in html and "CUHK03" in html and "RFW" in html
     assert list((work / "reports" / "tables").glob("*.md")), "no Markdown tables were rendered"
+    assert html.index("What reproduced") < html.index("Person re-identification")
+    # two seeds: every comparison that ran has an interval and a verdict
+    comparisons = json.loads((work / "reports" / "verdicts.json").read_text())["comparisons"]
+    ran = [c for c in comparisons if c["verdict"] != "not run"]
+    assert ran and all(c["n"] == 2 and c["ci95_low"] is not None for c in ran)
+    assert (work / "reports" / "metrics" / "verdict-ours-vs-real.json").is_file()

@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 from PIL import Image
 
-from rgsyn import config, paths, report, tracking
+from rgsyn import config, io, paths, report, tracking
 from rgsyn.config import params_hash
 
 from test_report_tables import write_fake_benchmarks
@@ -83,3 +83,24 @@ def test_report_without_mlflow_runs_says_not_run(tmp_path, monkeypatch):
     assert "pipeline run</td><td><code>not found in MLflow" in html
     assert not (paths.reports_dir() / "figures" / "reward_curves.png").exists()
     assert "RL reward curves (MLflow, newest run per name): not run" in (paths.reports_dir() / "report.md").read_text()
+
+
+def test_report_opens_with_the_verdicts_and_writes_the_dvc_metrics(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = config.from_dict({"profile": "smoke"})
+    write_fake_benchmarks(tmp_path)
+    out = paths.reports_dir()
+    (out / "metrics").mkdir(parents=True)
+    io.write_json(out / "metrics" / "headline-dropped_variant.json", {"market1501": {"mAP": 1.0}})
+    report.build_report(params, out, client=None)
+    md = (out / "report.md").read_text()
+    assert md[md.index("\n## ") + 1:].startswith("## What reproduced")
+    assert md.index("## What reproduced") < md.index("## Person re-identification")
+    verdicts = io.read_json(out / "verdicts.json")
+    assert verdicts["profile"] == "smoke" and len(verdicts["comparisons"]) == 21
+    assert {c["verdict"] for c in verdicts["comparisons"]} <= {"reproduced", "contradicted", "inconclusive"}
+    names = sorted(p.name for p in (out / "metrics").glob("*.json"))
+    assert "headline-dropped_variant.json" not in names        # a stale row is removed
+    assert "headline-ours.json" in names and "verdict-ours-vs-real.json" in names
+    ours = io.read_json(out / "metrics" / "headline-ours.json")
+    assert set(ours["market1501"]) == {"mAP", "ci95", "n"} and ours["market1501"]["n"] == 2
