@@ -7,7 +7,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rgsyn.report.tables import DASH, NOT_RECOVERABLE, NOT_RUN, Table
+from rgsyn.report.tables import DASH, NOT_APPLICABLE, NOT_RECOVERABLE, NOT_RUN, Table
 
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;margin:0;color:#1d2330;background:#f4f5f7}
@@ -27,6 +27,7 @@ table.t th.grp{text-align:center;border-bottom:1px solid #8a93a5}
 .fig{margin:10px 0 18px}.fig img{max-width:100%;border:1px solid #e3e6ec}.fig p{font-size:12px;color:#596275;margin:.2em 0}
 .grid{display:flex;flex-wrap:wrap;gap:14px}.grid .fig{flex:0 1 auto;max-width:48%}.notrun{color:#a33;font-style:italic}
 .toc{font-size:13px;margin:10px 0 4px}.toc a{color:#2b5fab;text-decoration:none}
+td.v-reproduced{color:#1d7a3a;font-weight:600}td.v-contradicted{color:#b3261e;font-weight:600}td.v-inconclusive{color:#7a6a1d}
 code{background:#eef0f4;padding:0 3px;border-radius:3px}
 """
 
@@ -52,8 +53,10 @@ def _cell_class(text: str, col: int, n_label: int) -> str:
         return "nr"
     if text == "reported":
         return "rep"
-    if text in (DASH, NOT_RECOVERABLE):
+    if text in (DASH, NOT_RECOVERABLE, NOT_APPLICABLE):
         return "na"
+    if text in ("reproduced", "contradicted") or text.startswith("inconclusive"):
+        return "v-" + text.split()[0]
     return ""
 
 
