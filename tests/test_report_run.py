@@ -103,4 +103,4 @@ def test_report_opens_with_the_verdicts_and_writes_the_dvc_metrics(tmp_path, mon
     assert "headline-dropped_variant.json" not in names        # a stale row is removed
     assert "headline-ours.json" in names and "verdict-ours-vs-real.json" in names
     ours = io.read_json(out / "metrics" / "headline-ours.json")
-    assert set(ours["market1501"]) == {"mAP", "ci95", "n"} and ours["market1501"]["n"] == 2
+    assert {"market1501", "market1501_ci", "n"} <= set(ours) and ours["n"] == 2

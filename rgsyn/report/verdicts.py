@@ -8,9 +8,10 @@ and the verdict rule are those of `rgsyn.stats`.
 
 The verdicts and the headline numbers are also written as compact DVC metrics (`metrics_files`):
 one JSON per variant (`headline-<variant>.json`: the headline metric's mean and 95% half-width
-per benchmark) and one per compared pair (`verdict-<better>-vs-<than>.json`: the verdict per
-benchmark and metric). Every file has the benchmark/metric keys, so `dvc metrics show` prints one
-row per file over a dozen columns, and `dvc metrics diff` names the cell whose verdict changed.
+per benchmark, and n) and one per compared pair and metric (`verdict-<better>-vs-<than>.json`:
+the verdict per benchmark). Every file has the same benchmark keys, so `dvc metrics show` prints
+one row per file over nine columns, and `dvc metrics diff` names the file and benchmark whose
+verdict changed.
 """
 from __future__ import annotations
 
@@ -140,6 +141,9 @@ def table_verdicts(claims: list[Claim], profile: str) -> Table:
         "Detectable effect: the paired difference that n seeds detect at the observed spread s_d, "
         "(t_{0.975,n−1} + t_{0.8,n−1}) · s_d / √n (two-sided alpha 0.05, power 0.8).",
     ]
+    if any(c.result.n > 1 and c.result.diff.std == 0 for c in claims):
+        notes.append("± 0 (zero width): every seed gave the same difference, so the t-interval is that point; "
+                     "with coarse metrics (few verification pairs) and few seeds this agreement can be chance.")
     if paper:
         notes.append("Published in CI: whether the published difference lies inside the suite's 95% interval.")
     else:
@@ -152,11 +156,12 @@ def table_verdicts(claims: list[Claim], profile: str) -> Table:
 
 # ------------------------------------------------------------------------------ DVC metrics
 def _rounded(x: float | None) -> float | None:
-    return None if x is None else round(float(x), 3)
+    return None if x is None else round(float(x), 2)
 
 
 def headline_metrics(benches: dict[str, Benchmark], variants: list[str]) -> dict[str, dict]:
-    """{file name: content} of the headline-<variant>.json files (variants with any run)."""
+    """{file name: content} of the headline-<variant>.json files (variants with any run):
+    {"<benchmark>": mean, "<benchmark>_ci": 95% half-width, "n": seeds} in points."""
     out = {}
     for v in variants:
         row: dict = {}
@@ -166,20 +171,24 @@ def headline_metrics(benches: dict[str, Benchmark], variants: list[str]) -> dict
             if not vals:
                 continue
             s = stats.summarise([x * scale_of(METRICS[bn][k][1]) for x in vals])
-            row[bn] = {k: _rounded(s.mean), "ci95": _rounded(s.half_width), "n": s.n}
+            row[bn], row[f"{bn}_ci"] = _rounded(s.mean), _rounded(s.half_width)
+            row["n"] = max(row.get("n", 0), s.n)
         if row:
             out[f"headline-{v}.json"] = row
     return out
 
 
 def verdict_metrics(claims: list[Claim]) -> dict[str, dict]:
-    """{file name: content} of the verdict-<better>-vs-<than>.json files. Two claims on the same
-    pair and metric (RFW: 'all four groups' and 'minority groups') share one cell: the first
-    claim's verdict (both predict better > than, so they agree)."""
+    """{file name: content} of the verdict files, {"<benchmark>": verdict}: one file per compared
+    pair on the headline metric (`verdict-<better>-vs-<than>.json`), one per pair and other metric
+    (`verdict-<better>-vs-<than>-<metric>.json`, the RFW groups), so that every file has the
+    headline files' columns and a new claim adds a row, not columns. Two claims on the same pair
+    and metric (RFW: 'all four groups' and 'minority groups') share one cell, the first claim's
+    verdict (both predict better > than, so they agree)."""
     out: dict[str, dict] = {}
     for c in claims:
-        cell = out.setdefault(f"verdict-{c.better}-vs-{c.than}.json", {}).setdefault(c.benchmark, {})
-        cell.setdefault(c.metric, c.verdict)
+        suffix = "" if c.metric == HEADLINE[c.benchmark] else f"-{c.metric}"
+        out.setdefault(f"verdict-{c.better}-vs-{c.than}{suffix}.json", {}).setdefault(c.benchmark, c.verdict)
     return out
 
 
