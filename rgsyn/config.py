@@ -332,6 +332,16 @@ def _default_syn_variants() -> dict[str, SynVariant]:
 
 
 @dataclass
+class ComputeParams:
+    """How the stages compute (rgsyn/precision.py). Not part of the paper's structure."""
+
+    # bf16 | fp16 autocast (fp16 with a gradient scaler) or fp32 (TF32 matmuls on CUDA).
+    # toy/smoke: fp32 (CPU); paper: bf16. Log-probs and the KL are fp32 arithmetic in every mode.
+    precision: str = one_of("bf16", "fp16", "fp32", default="fp32")
+    compile: bool = False        # torch.compile the sampler's transformer (RL rollouts, generation)
+
+
+@dataclass
 class TrackingParams:
     uri: str = "sqlite:///mlflow.db"   # overridden by $MLFLOW_TRACKING_URI
     experiment: str = "rgsyn"
@@ -343,6 +353,7 @@ class Params:
     seeds: list[int] = _list(0)                  # downstream training seeds (one run per seed)
     generator_seed: int = rng(0, None, 0)         # seed of the prior, cold-start and RL stages
     device: str = one_of("auto", "cpu", "cuda", default="auto")
+    compute: ComputeParams = field(default_factory=ComputeParams)
     data: DataParams = field(default_factory=DataParams)
     prior: PriorParams = field(default_factory=PriorParams)
     sampler: SamplerParams = field(default_factory=SamplerParams)

@@ -77,7 +77,7 @@ def run(params: Params, domain: str) -> None:
                 autoencoder=bundle.autoencoder, scheduler=bundle.scheduler, steps=cp.steps,
                 batch_size=cp.batch_size, lr=cp.lr, seed=seed, null_label=dit.null_label(transformer),
                 checkpointer=ck, checkpoint_every=cp.checkpoint_every, device=device, run=run,
-                desc=f"coldstart-{domain}")
+                desc=f"coldstart-{domain}", precision=params.compute.precision)
         dit.merge_lora(transformer)
         transformer.requires_grad_(False)
         transformer.to("cpu")

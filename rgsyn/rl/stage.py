@@ -135,9 +135,11 @@ def run(params: Params, domain: str, rewards: str) -> dict:
     from rgsyn.generator.dit import load_generator, save_generator
     from rgsyn.generator.sampler import PolicySampler, gaussian_log_prob
     from rgsyn.generator.training import make_accelerator
+    from rgsyn.precision import Precision
 
     accelerator = make_accelerator(params.device)
     device = accelerator.device
+    prec = Precision(params.compute.precision, device)
     seed = int(params.generator_seed)
     torch.manual_seed(seed)
 
@@ -153,7 +155,7 @@ def run(params: Params, domain: str, rewards: str) -> dict:
     optimizer = torch.optim.Adam(lora, lr=rl.lr)
     sp = params.sampler
     sampler = PolicySampler(transformer, bundle.scheduler, bundle.autoencoder, sp.num_inference_steps,
-                            sp.eta, sp.guidance_scale)
+                            sp.eta, sp.guidance_scale, precision=prec, compile=params.compute.compile)
     n_ids = len(bundle.identities)
     k_ids = min(rl.ids_per_step, n_ids)
 
@@ -197,7 +199,7 @@ def run(params: Params, domain: str, rewards: str) -> dict:
             labels = ids.repeat_interleave(rl.samples_per_id)
             g = torch.Generator(device="cpu").manual_seed(int(rng.integers(2 ** 62)))
             traj = sampler.sample(labels, g, record=True)
-            with torch.no_grad():
+            with torch.no_grad(), prec.autocast():
                 f_g = reward_enc.encode(traj.images).float().cpu()
                 raw = compute_rewards(f_g, labels, ref, rl.alpha, rl.eps, rl.tau, rl.rbf_bandwidth)
                 combined, _ = combine_rewards(raw, weights)
@@ -247,7 +249,7 @@ def run(params: Params, domain: str, rewards: str) -> dict:
                         if not torch.isfinite(loss):
                             raise TrainingDiverged(f"DPOK loss is {float(loss)} at rl step {step} "
                                                    f"(denoising step {i}); stopping")
-                        accelerator.backward(loss / n_train)
+                        prec.backward(loss / n_train, accelerator)
                         for k, v in st.items():
                             if k == "ratio_min":
                                 agg[k] = min(agg.get(k, math.inf), v)
@@ -255,12 +257,13 @@ def run(params: Params, domain: str, rewards: str) -> dict:
                                 agg[k] = max(agg.get(k, -math.inf), v)
                             else:
                                 agg[k] = agg.get(k, 0.0) + v / n_terms
-                    gn = accelerator.clip_grad_norm_(lora, rl.max_grad_norm if rl.max_grad_norm > 0 else math.inf)
-                    norms.append(float(gn))
+                    gn = prec.step(optimizer, lora, rl.max_grad_norm, accelerator)
+                    if prec.overflowed(gn):
+                        continue   # fp16 loss-scale overflow: the scaler skipped this step
+                    norms.append(gn)
                     if not math.isfinite(norms[-1]):
                         raise TrainingDiverged(f"gradient norm is {norms[-1]} at rl step {step}; stopping")
-                    optimizer.step()
-            grad_norm = float(np.mean(norms))
+            grad_norm = float(np.mean(norms)) if norms else math.nan
             t_upd += time.perf_counter() - t1
 
             fixed, z_fixed = _fixed_combined(raw, ref_stats, weights)
