@@ -29,8 +29,8 @@ over ``hacking_window`` updates the reward rose while gold fell by more than ``h
 
 Checkpoints (LoRA, optimizer, step, RNG, curve rows) every ``checkpoint_every`` updates via
 ``rgsyn.checkpoint.Checkpointer``; a re-run resumes. Every rollout is a function of (seed, step),
-so a resumed run reproduces the uninterrupted one. Output: ``paths.rl_dir(domain, rewards)`` (the
-cold-start bundle + ``lora/``) and the curve CSV ``paths.rl_curve(domain, rewards)``.
+so a resumed run reproduces the uninterrupted one. Output: ``paths.rl_dir(domain, rewards)``, an adapter
+bundle (``lora/`` + ``base.json``: the cold-start bundle's path and hash; rgsyn/generator/dit.py) and the curve CSV ``paths.rl_curve(domain, rewards)``.
 """
 from __future__ import annotations
 
@@ -303,7 +303,8 @@ def run(params: Params, domain: str, rewards: str) -> dict:
         io.write_text(paths.rl_curve(domain, rewards), _curve_text(rows))
         mlrun.log_artifact(paths.rl_curve(domain, rewards))
         bundle.to("cpu")
-        save_generator(bundle, paths.rl_dir(domain, rewards))
+        # the adapter and a hash-checked reference to the cold start, not a copy of the DiT
+        save_generator(bundle, paths.rl_dir(domain, rewards), base=src)
         n_new = max(1, rl.steps - start)
         third = max(1, len(rows) // 3)
         summary = {
