@@ -15,7 +15,7 @@ work (PAPER.md steps 2-5 as the code runs them):
 - rl, per domain x reward variant: `steps x` [rollout: trajectories x T x (2 with CFG) DiT forwards
   + VAE decode + reward and gold encoders; update: `inner_epochs x` trajectories x trained steps x
   (2 with CFG) x (policy forward + reference forward + backward)], T = sampler.num_inference_steps
-  and trained steps = T - 1 (rl.skip_last_step) or rl.train_timesteps;
+  and trained steps = the well-conditioned ones (rl.min_sigma_ratio), at most rl.train_timesteps;
 - generate, per benchmark x generator: images x (T x CFG DiT forwards + decode) + the encoder on
   the synthetic and the real images;
 - encoder / train: epochs x images per epoch x backbone forward + backward (+ synthetic images per
@@ -288,7 +288,7 @@ def stage_costs(params: Params) -> list[StageCost]:
     out.append(StageCost("encoder", 2 * len(domains), n_enc, peak, "reward + gold encoder per domain"))
 
     n_traj = rl.ids_per_step * rl.samples_per_id
-    t_train = T - 1 if rl.skip_last_step and T > 1 else T
+    t_train = len(_trained_steps(params))
     t_train = t_train if rl.train_timesteps <= 0 else min(t_train, rl.train_timesteps)
     n_var = len(rl.reward_variants)
     f = 0.0
@@ -333,6 +333,22 @@ def stage_costs(params: Params) -> list[StageCost]:
         peak = max(peak, weights(c.params, c.params) + (batch + sec.syn_per_batch) * c.activations)
     out.append(StageCost("train", runs, f, peak, f"{n_seeds} seed(s) x variants x benchmarks"))
     return out
+
+
+def _trained_steps(params: Params) -> list[int]:
+    """The denoising steps the RL update trains on (the sampler's schedule, rl.min_sigma_ratio)."""
+    from rgsyn.generator.dit import build_scheduler
+    from rgsyn.generator.sampler import PolicySampler
+    from rgsyn.rl.dpok import well_conditioned_steps
+
+    sp = params.sampler
+    with torch.device("meta"):
+        stub = torch.nn.Linear(1, 1)   # the schedule needs no network; the sampler only holds it
+    pp = params.prior   # the scheduler the prior stage gives the bundle (rgsyn/generator/prior.py)
+    scheduler = (build_scheduler(pp.num_train_timesteps, beta_schedule="linear", clip_sample=False)
+                 if pp.pretrained else build_scheduler(pp.num_train_timesteps, prediction_type=pp.prediction_type))
+    sampler = PolicySampler(stub, scheduler, None, sp.num_inference_steps, sp.eta, sp.guidance_scale)
+    return well_conditioned_steps(sampler._sigma, params.rl.min_sigma_ratio)
 
 
 def _epochs(params: Params, domain: str) -> int:
