@@ -9,6 +9,9 @@ merged into the weights at the end) trains with the denoising loss on the real t
   then CUHK03 pids (`identities.json` says which row is which).
 - faces: the CASIA-style id folders.
 
+Every training image (and its mirror) goes through the VAE encoder once, before the loop (the
+latent cache of `rgsyn.generator.training`); the steps run under `compute.precision`.
+
 Output: `paths.coldstart_dir(domain)`, a generator bundle with `identities.json`.
 """
 from __future__ import annotations
