@@ -1,4 +1,4 @@
-"""`rgsyn <stage>`: one subcommand per DVC stage, plus `rgsyn data check` and `rgsyn params`.
+"""`rgsyn <stage>`: one subcommand per DVC stage, plus `data check`, `params` and `estimate`.
 
 Every stage takes `--params` (default `params.yaml`). Errors a user can fix (bad params, bad data
 layout, bad checkpoints) print one line to stderr and exit with status 2.
@@ -48,6 +48,11 @@ def cmd_params(args):
     else:
         io.write_text(args.out, header + text)
         print(f"wrote the '{args.profile}' profile to {args.out}")
+    return 0
+
+
+def cmd_estimate(args):
+    _stage("rgsyn.estimate:run")(_params(args), tflops=args.tflops, gpus=args.gpus, as_json=args.json)
     return 0
 
 
@@ -121,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     prm.add_argument("--profile", required=True, choices=["toy", "smoke", "paper"])
     prm.add_argument("--out", default="-", help="file to write (default: stdout)")
     prm.set_defaults(func=cmd_params)
+
+    est = with_params(sub.add_parser("estimate", help="FLOPs, peak memory, GPU-hours and wall time of every "
+                                                      "stage for the params, before a launch"))
+    est.add_argument("--tflops", type=float, default=400.0,
+                     help="sustained throughput per GPU in TFLOP/s (default 400, bf16 on an H200)")
+    est.add_argument("--gpus", type=int, default=8, help="GPUs for the wall-time column (default 8)")
+    est.add_argument("--json", action="store_true", help="print JSON records instead of Markdown")
+    est.set_defaults(func=cmd_estimate)
 
     for name, (target, help_, add_args) in STAGES.items():
         p = with_params(sub.add_parser(name, help=help_, description=help_))

@@ -213,7 +213,10 @@ class RLParams:
     hacking_window: int = rng(2, None, 4)
     hacking_tolerance: float = rng(0.0, 1.0, 0.05)  # gold drop (accuracy) that counts as falling
     train_timesteps: int = rng(0, None, 2)    # denoising steps per trajectory in each update (random subset; 0 = all)
-    skip_last_step: bool = True               # leave the final, near-deterministic denoising step out of the update
+    # denoising steps with sigma_t < min_sigma_ratio x (mean sigma of the schedule) are left out of
+    # the update: the log-prob gradient grows as 1/sigma_t and the KL as 1/sigma_t^2 (toy, 10 steps:
+    # the last two, sigma 0.0093 and 0.0047 against a mean of 0.38); 0 = train on every step
+    min_sigma_ratio: float = rng(0.0, 1.0, 0.1)
     minibatches: int = rng(1, None, 1)        # optimizer steps per rollout (random chunks of trajectories)
     ref_images_per_id: int = rng(0, None, 0)  # real images per identity for prototypes/F_ref (0 = all)
     checkpoint_every: int = rng(1, None, 4)
@@ -332,6 +335,16 @@ def _default_syn_variants() -> dict[str, SynVariant]:
 
 
 @dataclass
+class ComputeParams:
+    """How the stages compute (rgsyn/precision.py). Not part of the paper's structure."""
+
+    # bf16 | fp16 autocast (fp16 with a gradient scaler) or fp32 (TF32 matmuls on CUDA).
+    # toy/smoke: fp32 (CPU); paper: bf16. Log-probs and the KL are fp32 arithmetic in every mode.
+    precision: str = one_of("bf16", "fp16", "fp32", default="fp32")
+    compile: bool = False        # torch.compile the sampler's transformer (RL rollouts, generation)
+
+
+@dataclass
 class TrackingParams:
     uri: str = "sqlite:///mlflow.db"   # overridden by $MLFLOW_TRACKING_URI
     experiment: str = "rgsyn"
@@ -343,6 +356,7 @@ class Params:
     seeds: list[int] = _list(0, 1, 2)            # downstream training seeds (one run per seed; verdicts are paired over them)
     generator_seed: int = rng(0, None, 0)         # seed of the prior, cold-start and RL stages
     device: str = one_of("auto", "cpu", "cuda", default="auto")
+    compute: ComputeParams = field(default_factory=ComputeParams)
     data: DataParams = field(default_factory=DataParams)
     prior: PriorParams = field(default_factory=PriorParams)
     sampler: SamplerParams = field(default_factory=SamplerParams)

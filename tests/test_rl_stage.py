@@ -1,5 +1,6 @@
 """A tiny end-to-end `rl` run on a tiny generator: outputs, curve, resume, NaN stop, hacking guard."""
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -89,7 +90,9 @@ def test_rl_end_to_end(world):
     summary = stage.run(params, "faces", "full")
     out = paths.rl_dir("faces", "full")
     assert (out / "lora" / "adapter_model.safetensors").is_file()
-    assert (out / "transformer" / "config.json").is_file()
+    # an adapter bundle: the LoRA and a hash-checked reference to the cold start, no DiT copy
+    assert not (out / "transformer").exists() and (out / "base.json").is_file()
+    assert json.loads((out / "base.json").read_text())["path"] == str(paths.coldstart_dir("faces"))
     rows = _curve(paths.rl_curve("faces", "full"))
     assert [int(r["step"]) for r in rows] == [0, 1, 2, 3]
     assert list(rows[0])[:9] == ["step", "reward", "reward_sem", "reward_cov", "reward_exp", "kl", "gold",

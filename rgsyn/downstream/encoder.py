@@ -166,7 +166,7 @@ def run(params, domain: str) -> dict:
             train = train_reid if kind == "reid" else train_face
             with cpu_threads(section.threads):
                 net, info = train(data, num_classes, section, seed, device=params.device, checkpointer=ck,
-                                  on_step=on_step)
+                                  on_step=on_step, precision=params.compute.precision)
             save_identity_encoder(paths.encoder_path(domain, which), net, kind, config, num_classes)
             ck.clear()
             run.log_metrics({f"{which}.train_seconds": info["train_seconds"]})

@@ -27,6 +27,7 @@ from torch import nn
 from rgsyn.downstream import loop
 from rgsyn.downstream.datasets import FACE_MEAN, FACE_STD, LabelledImages, load_images, normalise, random_batches
 from rgsyn.errors import CheckpointError, TrainingDiverged
+from rgsyn.precision import Precision
 
 
 class CosFaceHead(nn.Module):
@@ -170,7 +171,7 @@ def augment(images: torch.Tensor, gen: torch.Generator, erasing: nn.Module | Non
 def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthetic: LabelledImages | None = None,
                selector=None, random_erasing: bool = False, device: str = "cpu", checkpointer=None,
                on_step: Callable[[int, dict], None] | None = None, progress: bool = True,
-               stop_after_epoch: int | None = None) -> tuple[FaceNet, dict]:
+               stop_after_epoch: int | None = None, precision: str = "fp32") -> tuple[FaceNet, dict]:
     """Train a CosFace model with params `p` (a `FaceParams`); resumable like `train_reid`."""
     from torchvision.transforms import RandomErasing
     from tqdm import tqdm
@@ -179,6 +180,7 @@ def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
 
     torch.manual_seed(seed)
     dev, acc = device_of(device)
+    prec = Precision(precision, dev)   # compute.precision: autocast of the forward (rgsyn/precision.py)
     net = build_face_model(p, num_classes)
     erasing = RandomErasing(p=p.random_erasing_p, value=0) if random_erasing else None
     opt = torch.optim.SGD(net.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
@@ -203,15 +205,17 @@ def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
             x = augment(train.images[idx], gen, erasing).to(dev)
             y = train.labels[idx].to(dev)
             used = 0
-            if use_syn:
-                x, y, used = loop.mix_synthetic(net, x, y, synthetic, n_cand, gen,
-                                                lambda im: augment(im, gen, erasing), selector, step, dev)
-            loss = F.cross_entropy(net(x, y), y)
+            with prec.autocast():
+                if use_syn:
+                    x, y, used = loop.mix_synthetic(net, x, y, synthetic, n_cand, gen,
+                                                    lambda im: augment(im, gen, erasing), selector, step, dev)
+                logits = net(x, y)
+            loss = F.cross_entropy(logits.float(), y)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"face training: loss is {loss.item()} at step {step}")
             opt.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            opt.step()
+            prec.backward(loss, acc)
+            prec.step(opt, accelerator=acc)
             sched.step()
             n_syn_used += used
             rec = {"step": step, "epoch": epoch, "loss": loss.item(), "lr": sched.get_last_lr()[0],

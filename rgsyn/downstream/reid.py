@@ -28,6 +28,7 @@ from torch import nn
 from rgsyn.downstream import loop
 from rgsyn.downstream.datasets import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, PKSampler, normalise
 from rgsyn.errors import CheckpointError, TrainingDiverged
+from rgsyn.precision import Precision
 
 TORCHREID_BACKBONES = ("resnet50", "osnet_x1_0", "osnet_x0_25", "resnet18")
 
@@ -187,7 +188,7 @@ def device_of(params_device: str) -> tuple[torch.device, "object"]:
 def train_reid(train: LabelledImages, num_classes: int, p, seed: int, *, synthetic: LabelledImages | None = None,
                selector=None, random_erasing: bool = False, device: str = "cpu", checkpointer=None,
                on_step: Callable[[int, dict], None] | None = None, progress: bool = True,
-               stop_after_epoch: int | None = None) -> tuple[ReidNet, dict]:
+               stop_after_epoch: int | None = None, precision: str = "fp32") -> tuple[ReidNet, dict]:
     """Train a ReID model with params `p` (a `ReidParams`). Returns (model in eval mode, info).
 
     Resumes from `checkpointer` (a `rgsyn.checkpoint.Checkpointer`) and saves there after every
@@ -199,6 +200,7 @@ def train_reid(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
 
     torch.manual_seed(seed)
     dev, acc = device_of(device)
+    prec = Precision(precision, dev)   # compute.precision: autocast of the forward (rgsyn/precision.py)
     net = build_reid_model(p.backbone, num_classes, p.height, p.width, p.pretrained)
     opt = torch.optim.Adam(net.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     sampler = PKSampler(train.labels, p.P, p.K, seed)
@@ -225,18 +227,20 @@ def train_reid(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
             x = augment(train.images[idx], gen, erasing).to(dev)
             y = train.labels[idx].to(dev)
             used = 0
-            if use_syn:
-                x, y, used = loop.mix_synthetic(net, x, y, synthetic, n_cand, gen,
-                                                lambda im: augment(im, gen, erasing), selector, step, dev)
-            logits, feats = net.forward_train(x)
+            with prec.autocast():
+                if use_syn:
+                    x, y, used = loop.mix_synthetic(net, x, y, synthetic, n_cand, gen,
+                                                    lambda im: augment(im, gen, erasing), selector, step, dev)
+                logits, feats = net.forward_train(x)
+            logits, feats = logits.float(), feats.float()
             loss_id = ce(logits, y)
             loss_tri = tri(F.normalize(feats, dim=1) if p.triplet_features == "normalised" else feats, y)
             loss = loss_id + loss_tri
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"reid training: loss is {loss.item()} at step {step}")
             opt.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            opt.step()
+            prec.backward(loss, acc)
+            prec.step(opt, accelerator=acc)
             sched.step()
             n_syn_used += used
             rec = {"step": step, "epoch": epoch, "loss": loss.item(), "loss_id": loss_id.item(),

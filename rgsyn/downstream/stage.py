@@ -23,6 +23,7 @@ import torch
 
 from rgsyn import io, paths, tracking
 from rgsyn.errors import ConfigError, RgsynError
+from rgsyn.precision import Precision
 
 
 def _finite_or_none(obj):
@@ -160,22 +161,25 @@ def _train_and_evaluate(params, benchmark, variant, seed, run, progress, stop_af
 
         net, info = train_reid(train, n_cls, section, seed, synthetic=syn, selector=selector,
                                random_erasing=v.random_erasing, device=params.device, checkpointer=ck,
-                               on_step=logger, progress=progress, stop_after_epoch=stop_after_epoch)
+                               on_step=logger, progress=progress, stop_after_epoch=stop_after_epoch,
+                               precision=params.compute.precision)
     else:
         from rgsyn.downstream.face import evaluate_face_model, train_face
 
         net, info = train_face(train, n_cls, section, seed, synthetic=syn, selector=selector,
                                random_erasing=v.random_erasing, device=params.device, checkpointer=ck, on_step=logger, progress=progress,
-                               stop_after_epoch=stop_after_epoch)
+                               stop_after_epoch=stop_after_epoch,
+                               precision=params.compute.precision)
     logger.flush()
     if not info["completed"]:
         return None
     t0 = time.perf_counter()
-    if kind == "reid":
-        metrics = evaluate_reid_model(net, query, gallery, section.eval_batch_size)
-    else:
-        metrics = evaluate_face_model(net, params.data.paths.verification, params.data.paths.rfw_bias,
-                                      section, transform=aligner)
+    with Precision(params.compute.precision, next(net.parameters()).device).autocast():
+        if kind == "reid":
+            metrics = evaluate_reid_model(net, query, gallery, section.eval_batch_size)
+        else:
+            metrics = evaluate_face_model(net, params.data.paths.verification, params.data.paths.rfw_bias,
+                                          section, transform=aligner)
     metrics.update({"train_seconds": info["train_seconds"], "eval_seconds": time.perf_counter() - t0,
                     "n_real": info["n_real"], "n_synthetic_used": info["n_synthetic_used"],
                     "n_synthetic_available": len(syn) if syn is not None else 0})

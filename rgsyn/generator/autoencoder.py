@@ -24,6 +24,7 @@ class PixelAutoencoder(nn.Module):
     kind = "pixel"
     latent_channels = 3
     downscale = 1
+    flip_commutes = True     # encode(flip(x)) == flip(encode(x)): the latent cache mirrors z itself
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return images
@@ -39,6 +40,7 @@ class VaeAutoencoder(nn.Module):
     """
 
     kind = "vae"
+    flip_commutes = False    # a conv encoder is not mirror-equivariant: the cache encodes both
 
     def __init__(self, vae):
         super().__init__()

@@ -9,6 +9,9 @@ merged into the weights at the end) trains with the denoising loss on the real t
   then CUHK03 pids (`identities.json` says which row is which).
 - faces: the CASIA-style id folders.
 
+Every training image (and its mirror) goes through the VAE encoder once, before the loop (the
+latent cache of `rgsyn.generator.training`); the steps run under `compute.precision`.
+
 Output: `paths.coldstart_dir(domain)`, a generator bundle with `identities.json`.
 """
 from __future__ import annotations
@@ -77,7 +80,7 @@ def run(params: Params, domain: str) -> None:
                 autoencoder=bundle.autoencoder, scheduler=bundle.scheduler, steps=cp.steps,
                 batch_size=cp.batch_size, lr=cp.lr, seed=seed, null_label=dit.null_label(transformer),
                 checkpointer=ck, checkpoint_every=cp.checkpoint_every, device=device, run=run,
-                desc=f"coldstart-{domain}")
+                desc=f"coldstart-{domain}", precision=params.compute.precision)
         dit.merge_lora(transformer)
         transformer.requires_grad_(False)
         transformer.to("cpu")

@@ -9,9 +9,16 @@ A *generator bundle* is a folder:
     generator.json    {"autoencoder": "pixel"|"vae", "image_size": int}
     lora/             (after RL) peft adapter: adapter_config.json + adapter_model.safetensors
 
-`save_generator` writes it atomically (temp folder, then rename); `load_generator` reads either a
-cold-start or an RL bundle (the LoRA adapter is attached and enabled). Weights are only read from
-safetensors, so no model file can run code.
+An *adapter bundle* (the RL stage's output) holds only `lora/`, `identities.json`,
+`generator.json` and `base.json` = {"path": the cold-start bundle, "sha256": its
+`checkpoint_sha256`}: the transformer, scheduler and VAE are those of the base bundle, not a copy
+(at paper scale 8 MB of adapter instead of 2.7 GB of DiT-XL/2 per RL variant). Loading it loads
+the base, checks the hash (a changed cold start fails with `CheckpointError`, never a silent
+mismatch) and attaches the adapter.
+
+`save_generator` writes either atomically (temp folder, then rename); `load_generator` reads a
+prior, cold-start or RL bundle (the LoRA adapter is attached and enabled). Weights are only read
+from safetensors, so no model file can run code.
 
 Identity head (PAPER.md step 2). In diffusers every DiT block has its own adaLN-Zero label embedder
 (`transformer_blocks[i].norm1.emb.class_embedder`), and the final layer reuses block 0's. A class
@@ -43,6 +50,7 @@ from rgsyn.generator.autoencoder import PixelAutoencoder, VaeAutoencoder, load_v
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 LORA_WEIGHTS = "adapter_model.safetensors"
+BASE_REF = "base.json"       # adapter bundles: {"path", "sha256"} of the bundle they adapt
 
 
 # ------------------------------------------------------------------------------ label embedders
@@ -340,13 +348,14 @@ def _write_transformer(transformer, folder: Path) -> None:
     save_file(_base_state(transformer), str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
 
 
-def save_generator(bundle: GeneratorBundle, path: str | Path, lora=None) -> Path:
+def save_generator(bundle: GeneratorBundle, path: str | Path, lora=None, base: str | Path | None = None) -> Path:
     """Write the bundle folder atomically.
 
     LoRA: pass `lora=` a peft `PeftModel` wrapping `bundle.transformer`, or inject the adapter into
     the transformer itself (`add_lora` / `peft.inject_adapter_in_model`); either way the adapter goes
-    to `lora/` and the base weights to `transformer/` unmerged, so the RL bundle still holds the
-    exact pre-RL (cold-start) model.
+    to `lora/` unmerged. With `base` (the bundle folder the transformer was loaded from, unchanged
+    but for the adapter) only the adapter and a reference to `base` with its hash are written;
+    without it, the base weights go to `transformer/` too.
     """
     from safetensors.torch import save_file
 
@@ -355,11 +364,17 @@ def save_generator(bundle: GeneratorBundle, path: str | Path, lora=None) -> Path
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         transformer = bundle.transformer
-        _write_transformer(transformer, tmp / "transformer")
-        bundle.scheduler.save_pretrained(tmp / "scheduler")
-        if isinstance(bundle.autoencoder, VaeAutoencoder):
-            bundle.autoencoder.vae.save_pretrained(tmp / "vae", safe_serialization=True)
         lora_state = _lora_state(transformer, lora)
+        tmp.mkdir()
+        if base is not None:
+            if lora_state is None:
+                raise CheckpointError(f"save_generator({path}): an adapter bundle needs a LoRA adapter")
+            io.write_json(tmp / BASE_REF, {"path": str(base), "sha256": checkpoint_sha256(base)})
+        else:
+            _write_transformer(transformer, tmp / "transformer")
+            bundle.scheduler.save_pretrained(tmp / "scheduler")
+            if isinstance(bundle.autoencoder, VaeAutoencoder):
+                bundle.autoencoder.vae.save_pretrained(tmp / "vae", safe_serialization=True)
         if lora_state is not None:
             cfg, state = lora_state
             (tmp / "lora").mkdir()
@@ -417,6 +432,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     from diffusers import DDIMScheduler
 
     path = Path(path)
+    if (path / BASE_REF).is_file():
+        return _load_adapter_bundle(path, device)
     if not (path / "transformer").is_dir():
         raise CheckpointError(f"{path}: not a generator bundle; expected {path}/transformer/ (diffusers "
                               "DiT folder), scheduler/ and identities.json, as written by the prior/"
@@ -446,11 +463,41 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     return bundle.to(device)
 
 
+def _load_adapter_bundle(path: Path, device) -> GeneratorBundle:
+    """The base bundle named in `base.json`, hash-checked, with this bundle's adapter attached."""
+    ref = io.read_json(path / BASE_REF)
+    base = Path(ref.get("path", ""))
+    if not (base / "transformer").is_dir():
+        raise CheckpointError(f"{path}: its base bundle {str(base)!r} (base.json) is missing; expected the "
+                              "cold-start bundle this adapter was trained from (run `rgsyn coldstart`)")
+    if (base / BASE_REF).is_file():
+        raise CheckpointError(f"{path}: its base {base} is itself an adapter bundle; expected a full bundle")
+    actual = checkpoint_sha256(base)
+    if actual != ref.get("sha256"):
+        raise CheckpointError(
+            f"{path}: the base bundle {base} changed since this adapter was trained (sha256 "
+            f"{actual[:12]}, base.json records {str(ref.get('sha256'))[:12]}); re-run the stage that "
+            f"wrote {path} (`rgsyn rl`) on the current cold start")
+    bundle = load_generator(base, device="cpu")
+    if has_lora(bundle.transformer):
+        raise CheckpointError(f"{path}: the base bundle {base} already carries a LoRA adapter; expected "
+                              "the merged cold-start bundle")
+    if (path / "identities.json").is_file():
+        ids = io.read_json(path / "identities.json")
+        if ids != bundle.identities:
+            raise CheckpointError(f"{path}: identities.json differs from its base bundle {base}'s")
+    _load_lora(bundle.transformer, path / "lora")
+    bundle.transformer.eval()
+    bundle.path = path
+    return bundle.to(device)
+
+
 def checkpoint_sha256(path: str | Path) -> str:
-    """One hash over the weights, adapter and identity list of a bundle (for manifests)."""
+    """One hash over the weights, adapter and identity list of a bundle (for manifests); an
+    adapter bundle's covers its base through base.json, which holds the base's hash."""
     path = Path(path)
     h = hashlib.sha256()
-    for rel in ("transformer/" + WEIGHTS_NAME, "transformer/config.json", "lora/" + LORA_WEIGHTS,
+    for rel in ("transformer/" + WEIGHTS_NAME, "transformer/config.json", BASE_REF, "lora/" + LORA_WEIGHTS,
                 "lora/adapter_config.json", "identities.json"):
         f = path / rel
         if f.is_file():

@@ -88,7 +88,8 @@ def run(params: Params) -> None:
                 autoencoder=bundle.autoencoder, scheduler=bundle.scheduler, steps=pp.steps,
                 batch_size=pp.batch_size, lr=pp.lr, seed=seed,
                 null_label=dit.null_label(bundle.transformer), checkpointer=ck,
-                checkpoint_every=pp.checkpoint_every, device=device, run=run, desc="prior")
+                checkpoint_every=pp.checkpoint_every, device=device, run=run, desc="prior",
+                precision=params.compute.precision)
             bundle.identities = data.identities
         bundle.transformer.to("cpu")
         dit.save_generator(bundle, paths.prior_dir())

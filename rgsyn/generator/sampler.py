@@ -18,13 +18,20 @@ so sigma of the last step is > 0 and its log-prob finite.
 
 API (the RL stage builds DPOK on it):
 
-    sampler = PolicySampler(transformer, scheduler, autoencoder, num_inference_steps, eta, guidance_scale)
+    sampler = PolicySampler(transformer, scheduler, autoencoder, num_inference_steps, eta, guidance_scale,
+                            precision="fp32", compile=False)
     traj = sampler.sample(labels, generator, record=True)      # one call = a batch of trajectories
     mean, std = sampler.step_mean_std(x_t, step_index, labels)  # differentiable, CFG included
     logp = sampler.log_prob(x_t, x_prev, step_index, labels)    # differentiable, (B,) fp32
 
 `generator` is one `torch.Generator` for the batch, or a list of B generators (one per sample;
 synthesis uses that so an image depends only on its own seed, not on its batch).
+
+Precision (`compute.precision`, rgsyn/precision.py): the transformer and the VAE decode run under
+autocast; the network output is cast to fp32 (`.float()`) before CFG, the DDIM mean and the
+Gaussian log-prob, so the policy's log-probs are fp32 arithmetic in every mode and a recomputed
+log-prob equals the recorded one under bf16 too. `compile=True` runs the transformer through
+`torch.compile` (the module itself is kept for parameters, LoRA toggling and saving).
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ from dataclasses import dataclass
 import torch
 
 from rgsyn.generator.dit import null_label
+from rgsyn.precision import Precision, maybe_compile
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -61,13 +69,16 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
 
 class PolicySampler:
     def __init__(self, transformer, scheduler, autoencoder, num_inference_steps: int = 10,
-                 eta: float = 1.0, guidance_scale: float = 2.0):
+                 eta: float = 1.0, guidance_scale: float = 2.0, precision: str | Precision = "fp32",
+                 compile: bool = False):
         from diffusers import DDIMScheduler
 
         if eta <= 0:
             raise ValueError(f"sampler.eta must be > 0 for a stochastic policy, got {eta}")
         self.transformer = transformer
+        self._forward = maybe_compile(transformer, compile)
         self.autoencoder = autoencoder
+        self.precision = precision if isinstance(precision, Precision) else Precision(precision, self.device)
         # own copy (set_timesteps mutates it). The last "leading" timestep is 0 unless
         # steps_offset >= 1, and a step from t=0 to alphas_cumprod[0] has zero variance.
         config = dict(scheduler.config)
@@ -117,7 +128,8 @@ class PolicySampler:
             y_in = torch.cat([labels, null])
         else:
             x_in, y_in = x_t.to(dtype), labels
-        out = self.transformer(x_in, timestep=t.expand(x_in.shape[0]), class_labels=y_in).sample
+        with self.precision.autocast():
+            out = self._forward(x_in, timestep=t.expand(x_in.shape[0]), class_labels=y_in).sample
         eps = out[:, :channels].float()   # DiT-XL/2 also predicts sigma in the extra channels
         if self.guidance_scale != 1.0:
             eps_c, eps_u = eps.chunk(2)
@@ -192,5 +204,6 @@ class PolicySampler:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> images in [0, 1]."""
-        img = self.autoencoder.decode(latents)
+        with self.precision.autocast():
+            img = self.autoencoder.decode(latents)
         return ((img.float() + 1) / 2).clamp(0, 1)

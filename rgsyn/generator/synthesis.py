@@ -45,6 +45,7 @@ from rgsyn.generator import dit
 from rgsyn.generator.datasets import benchmark_real_paths
 from rgsyn.generator.sampler import PolicySampler
 from rgsyn.generator.training import resolve_device
+from rgsyn.precision import Precision
 
 MANIFEST_FIELDS = ("path", "identity", "row", "seed", "checkpoint_sha256")
 GRID_COLS = 4
@@ -238,7 +239,9 @@ def run(params: Params, benchmark: str, generator: str) -> dict:
                 for d in ids for n in range(gp.per_identity)]
         sp = params.sampler
         sampler = PolicySampler(bundle.transformer, bundle.scheduler, bundle.autoencoder,
-                                sp.num_inference_steps, sp.eta, sp.guidance_scale)
+                                sp.num_inference_steps, sp.eta, sp.guidance_scale,
+                                precision=Precision(params.compute.precision, device),
+                                compile=params.compute.compile)
         work = WORK_ROOT / f"generate-{benchmark}-{generator}"
         state = {"sha": sha, "plan": fingerprint(plan), "sampler": to_dict(params)["sampler"],
                  "batch_size": gp.batch_size, "size": list(size)}

@@ -9,6 +9,16 @@ the smooth v far better than white noise eps),
 with z = autoencoder.encode(image), t ~ U{0..T-1}, and y replaced by the null label with
 probability `label_dropout` (classifier-free guidance training, Ho & Salimans 2022).
 
+Latent cache: the VAE encoder uses the posterior mean, so z is a fixed function of the image and
+`encode_latents` computes it once for every training image before the loop (and once for its
+mirror image when the horizontal flip does not commute with the autoencoder, as for the SD VAE);
+a step then indexes the cache instead of running the VAE encoder on its batch. In pixel space
+(toy) the cache is the images scaled to [-1, 1], flipped on the fly, so the batches are bit-identical
+to encoding per step.
+
+Precision (`precision`, rgsyn/precision.py): the forward passes, the cache's encoder included, run
+under autocast; the loss is taken in fp32; fp16 scales it.
+
 Runs through `accelerate.Accelerator`, so `accelerate launch rgsyn ...` trains on several GPUs
 unchanged; the single-process default needs no launcher. Every batch (indices, flips, noise,
 timesteps, label drops) is a function of (seed, step, process index) alone, so a resumed run
@@ -27,6 +37,7 @@ from tqdm import tqdm
 
 from rgsyn.errors import TrainingDiverged
 from rgsyn.generator.datasets import ImageSet
+from rgsyn.precision import Precision
 
 
 def resolve_device(device: str) -> str:
@@ -36,11 +47,12 @@ def resolve_device(device: str) -> str:
 
 
 def make_accelerator(device: str):
+    """Device placement (and multi-process) only: the precision is applied by rgsyn.precision
+    (accelerate's mixed_precision is fixed per process; see that module)."""
     from accelerate import Accelerator
 
     dev = resolve_device(device)
-    use_bf16 = dev == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return Accelerator(cpu=dev == "cpu", mixed_precision="bf16" if use_bf16 else "no")
+    return Accelerator(cpu=dev == "cpu", mixed_precision="no")
 
 
 def noise_scheduler_for(scheduler):
@@ -50,13 +62,60 @@ def noise_scheduler_for(scheduler):
     return DDPMScheduler.from_config(scheduler.config)
 
 
-def _batch(data: ImageSet, batch_size: int, g: torch.Generator, hflip: bool):
+def _draw(data: ImageSet, batch_size: int, g: torch.Generator, hflip: bool):
+    """(indices, flip mask or None, labels) of one batch; the draws of `_batch`, in its order."""
     idx = torch.randint(len(data), (batch_size,), generator=g)
+    flip = torch.rand(batch_size, generator=g) < 0.5 if hflip else None
+    return idx, flip, data.labels[idx]
+
+
+def _batch(data: ImageSet, batch_size: int, g: torch.Generator, hflip: bool):
+    idx, flip, y = _draw(data, batch_size, g, hflip)
     x = data.images[idx].float() / 127.5 - 1.0
-    if hflip:
-        flip = torch.rand(batch_size, generator=g) < 0.5
+    if flip is not None:
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    return x, data.labels[idx]
+    return x, y
+
+
+class LatentCache:
+    """z = autoencoder.encode(image / 127.5 - 1) of every training image, computed once.
+
+    `flipped` holds the latents of the mirrored images, or is None when flipping commutes with
+    the autoencoder (`autoencoder.flip_commutes`, true in pixel space); then `batch` mirrors z."""
+
+    def __init__(self, latents: torch.Tensor, flipped: torch.Tensor | None):
+        self.latents = latents
+        self.flipped = flipped
+
+    def __len__(self) -> int:
+        return int(self.latents.shape[0])
+
+    def batch(self, idx: torch.Tensor, flip: torch.Tensor | None) -> torch.Tensor:
+        z = self.latents[idx]
+        if flip is None:
+            return z
+        zf = self.flipped[idx] if self.flipped is not None else z.flip(-1)
+        return torch.where(flip[:, None, None, None].to(z.device), zf, z)
+
+
+@torch.no_grad()
+def encode_latents(data: ImageSet, autoencoder, device, precision: Precision | None = None,
+                   hflip: bool = True, batch_size: int = 64) -> LatentCache:
+    """Encode every image of `data` once (fp32 latents on `device`)."""
+    prec = precision or Precision("fp32", device)
+    commutes = bool(getattr(autoencoder, "flip_commutes", False))
+
+    def encode_all(flip: bool) -> torch.Tensor:
+        out = []
+        for i in range(0, len(data), batch_size):
+            x = data.images[i:i + batch_size].to(device).float() / 127.5 - 1.0
+            if flip:
+                x = x.flip(-1)
+            with prec.autocast():
+                out.append(autoencoder.encode(x).float())
+        return torch.cat(out)
+
+    return LatentCache(encode_all(False), encode_all(True) if hflip and not commutes else None)
 
 
 def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: ImageSet, autoencoder,
@@ -64,7 +123,7 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
                     checkpointer, checkpoint_every: int, device: str = "auto", run=None,
                     label_dropout: float = 0.1, hflip: bool = True, warmup: int | None = None,
                     max_grad_norm: float = 1.0, log_every: int = 10, desc: str = "denoise",
-                    ema_decay: float = 0.0) -> dict:
+                    ema_decay: float = 0.0, precision: str = "fp32", latent_cache: bool = True) -> dict:
     """Train `trainable` (a subset of `transformer`'s parameters) in place; returns summary stats.
 
     With `ema_decay` > 0 the trainable parameters are set at the end to their exponential moving
@@ -99,6 +158,8 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
     if ema is not None:
         ema = [e.to(p.device) for e, p in zip(ema, trainable)]
     autoencoder.to(accelerator.device)
+    prec = Precision(precision, accelerator.device)
+    cache = encode_latents(data, autoencoder, accelerator.device, prec, hflip) if latent_cache else None
     noise_sched = noise_scheduler_for(scheduler)
     channels = int(transformer.config.in_channels)
     T = int(noise_sched.config.num_train_timesteps)
@@ -122,15 +183,19 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
                disable=not accelerator.is_main_process)
     for step in bar:
         g = torch.Generator().manual_seed(seed * 1_000_003 + step * 97 + accelerator.process_index)
-        x, y = _batch(data, batch_size, g, hflip)
-        with torch.no_grad():
-            z = autoencoder.encode(x.to(accelerator.device)).float()
+        if cache is not None:
+            idx, flip, y = _draw(data, batch_size, g, hflip)
+            z = cache.batch(idx.to(accelerator.device), flip)
+        else:
+            x, y = _batch(data, batch_size, g, hflip)
+            with torch.no_grad(), prec.autocast():
+                z = autoencoder.encode(x.to(accelerator.device)).float()
         noise = torch.randn(z.shape, generator=g).to(accelerator.device)
         t = torch.randint(0, T, (batch_size,), generator=g).to(accelerator.device)
         drop = (torch.rand(batch_size, generator=g) < label_dropout).to(accelerator.device)
         y = torch.where(drop, torch.full_like(y.to(accelerator.device), null_label), y.to(accelerator.device))
         z_t = noise_sched.add_noise(z, noise, t)
-        with accelerator.autocast():
+        with prec.autocast():
             pred = model(z_t, timestep=t, class_labels=y).sample[:, :channels]
         if prediction == "v_prediction":
             target = noise_sched.get_velocity(z, noise, t)
@@ -142,9 +207,8 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"{desc}: the denoising loss is {loss.item()} at step {step}; stopping "
                                    "(lower the lr or check the data)")
-        accelerator.backward(loss)
-        grad_norm = accelerator.clip_grad_norm_(trainable, max_grad_norm) if max_grad_norm > 0 else 0.0
-        optimizer.step()
+        prec.backward(loss, accelerator)
+        grad_norm = prec.step(optimizer, trainable, max_grad_norm, accelerator)
         sched.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:

@@ -97,3 +97,19 @@ def dpok_loss(logp_new: Tensor, logp_old: Tensor, advantages: Tensor, clip_range
     kl_mean = kl.float().mean()
     stats["kl"] = float(kl_mean.detach())
     return pg + kl_coef * kl_mean, stats
+
+
+def well_conditioned_steps(sigmas: Tensor, min_ratio: float) -> list[int]:
+    """Indices of the denoising steps whose policy std is at least ``min_ratio`` times the mean
+    std of the schedule.
+
+    The others are ill-conditioned for the update: for a transition recorded at std sigma, the
+    gradient of log p is (x - mu) / sigma^2 * d mu = z / sigma * d mu, and the closed-form KL to the
+    reference is ||mu - mu_ref||^2 / (2 sigma^2), so a step with a tiny sigma (the last steps of a
+    "leading" DDIM schedule: sigma 0.0093 and 0.0047 against 0.146 one step earlier in the toy
+    schedule) dominates the loss by orders of magnitude. The mean, not the median, is the
+    reference because with few steps (smoke: 4) half of them may be ill-conditioned.
+    """
+    s = sigmas.double()
+    threshold = float(min_ratio) * float(s.mean())
+    return [i for i in range(s.numel()) if float(s[i]) >= threshold]

@@ -11,10 +11,16 @@ One update (PAPER.md step 3):
 3. Clipped policy-gradient steps (``rgsyn.rl.dpok``) on the LoRA parameters: the batch is split
    into ``minibatches`` random chunks of trajectories, one optimizer step each, repeated for
    ``inner_epochs``. Each step accumulates over a random subset of ``train_timesteps`` recorded
-   denoising steps (drawn once per update; 0 = all steps). The subset is a cost choice for the toy
-   profile: the gradient stays an unbiased (rescaled) estimate of the full-chain one. Each term adds
+   denoising steps (drawn once per update; 0 = all steps) among the well-conditioned ones: a step
+   whose sigma_t is below ``min_sigma_ratio`` x the schedule's mean sigma is never trained on
+   (``rgsyn.rl.dpok.well_conditioned_steps``). The subset is a cost choice for the toy profile:
+   the gradient stays an unbiased (rescaled) estimate of the sum over the trained steps. Each term adds
    the closed-form KL of the current policy to the reference (LoRA disabled). The first optimizer
    step of an update is on-policy (ratio 1); later ones see ratios != 1, and the clipping acts.
+
+MLflow also gets, per update, the KL and the clip fraction of each trained denoising step
+(``kl_step<i>``, ``clip_frac_step<i>``; i indexes the schedule) and, as params, the trained steps
+and the sigma of every step.
 
 Curves. The paper's combined reward is standardised over each batch, so its batch mean is ~0 by
 construction and cannot show progress. The ``reward`` curve therefore standardises the raw terms
@@ -29,8 +35,8 @@ over ``hacking_window`` updates the reward rose while gold fell by more than ``h
 
 Checkpoints (LoRA, optimizer, step, RNG, curve rows) every ``checkpoint_every`` updates via
 ``rgsyn.checkpoint.Checkpointer``; a re-run resumes. Every rollout is a function of (seed, step),
-so a resumed run reproduces the uninterrupted one. Output: ``paths.rl_dir(domain, rewards)`` (the
-cold-start bundle + ``lora/``) and the curve CSV ``paths.rl_curve(domain, rewards)``.
+so a resumed run reproduces the uninterrupted one. Output: ``paths.rl_dir(domain, rewards)``, an adapter
+bundle (``lora/`` + ``base.json``: the cold-start bundle's path and hash; rgsyn/generator/dit.py) and the curve CSV ``paths.rl_curve(domain, rewards)``.
 """
 from __future__ import annotations
 
@@ -49,7 +55,7 @@ from rgsyn.checkpoint import Checkpointer
 from rgsyn.config import Params, to_dict
 from rgsyn.errors import CheckpointError, ConfigError, TrainingDiverged
 from rgsyn.rl import encoders
-from rgsyn.rl.dpok import adapter_disabled, dpok_loss, gaussian_kl
+from rgsyn.rl.dpok import adapter_disabled, dpok_loss, gaussian_kl, well_conditioned_steps
 from rgsyn.rl.rewards import (REWARD_NAMES, IdentityReference, combine_rewards, compute_rewards,
                               group_advantages)
 
@@ -135,9 +141,11 @@ def run(params: Params, domain: str, rewards: str) -> dict:
     from rgsyn.generator.dit import load_generator, save_generator
     from rgsyn.generator.sampler import PolicySampler, gaussian_log_prob
     from rgsyn.generator.training import make_accelerator
+    from rgsyn.precision import Precision
 
     accelerator = make_accelerator(params.device)
     device = accelerator.device
+    prec = Precision(params.compute.precision, device)
     seed = int(params.generator_seed)
     torch.manual_seed(seed)
 
@@ -153,9 +161,12 @@ def run(params: Params, domain: str, rewards: str) -> dict:
     optimizer = torch.optim.Adam(lora, lr=rl.lr)
     sp = params.sampler
     sampler = PolicySampler(transformer, bundle.scheduler, bundle.autoencoder, sp.num_inference_steps,
-                            sp.eta, sp.guidance_scale)
+                            sp.eta, sp.guidance_scale, precision=prec, compile=params.compute.compile)
     n_ids = len(bundle.identities)
     k_ids = min(rl.ids_per_step, n_ids)
+    eligible = well_conditioned_steps(sampler._sigma, rl.min_sigma_ratio)
+    if not eligible:
+        raise ConfigError(f"rl.min_sigma_ratio: {rl.min_sigma_ratio} leaves no denoising step to train on")
 
     # encoders and the real reference of every identity row
     reward_enc = encoders.reward_encoder(params, domain, device)
@@ -186,7 +197,9 @@ def run(params: Params, domain: str, rewards: str) -> dict:
                             extra_tags={"rgsyn.domain": domain, "rgsyn.rewards": rewards}) as mlrun:
         tracking.log_params_section(mlrun, params, "rl", "sampler")
         mlrun.log_params({"domain": domain, "rewards": rewards, "n_identities": n_ids,
-                          "n_lora_params": sum(p.numel() for p in lora)})
+                          "n_lora_params": sum(p.numel() for p in lora),
+                          "trained_steps": ",".join(map(str, eligible)),
+                          "sigmas": ",".join(f"{float(x):.4g}" for x in sampler._sigma)})
         t_roll = t_upd = 0.0
         n_traj = 0
         for step in tqdm(range(start, rl.steps), desc=f"rl {domain}/{rewards}", initial=start,
@@ -197,7 +210,7 @@ def run(params: Params, domain: str, rewards: str) -> dict:
             labels = ids.repeat_interleave(rl.samples_per_id)
             g = torch.Generator(device="cpu").manual_seed(int(rng.integers(2 ** 62)))
             traj = sampler.sample(labels, g, record=True)
-            with torch.no_grad():
+            with torch.no_grad(), prec.autocast():
                 f_g = reward_enc.encode(traj.images).float().cpu()
                 raw = compute_rewards(f_g, labels, ref, rl.alpha, rl.eps, rl.tau, rl.rbf_bandwidth)
                 combined, _ = combine_rewards(raw, weights)
@@ -215,15 +228,11 @@ def run(params: Params, domain: str, rewards: str) -> dict:
             t_roll += t1 - t0
             n_traj += labels.numel()
 
-            # -- policy update
-            T = traj.num_steps
-            # The last denoising step (x_1 -> x_0) has a near-zero std, so its likelihood ratio and
-            # its closed-form KL are ill-conditioned (toy run: KL in the thousands whenever it was
-            # drawn, against < 15 for every other step). It is excluded from the update when
-            # rl.skip_last_step is set; the other steps are drawn at random as before.
-            T_train = T - 1 if rl.skip_last_step and T > 1 else T
-            n_train = T_train if rl.train_timesteps <= 0 else min(T_train, rl.train_timesteps)
-            steps_idx = sorted(rng.choice(T_train, size=n_train, replace=False).tolist())
+            # -- policy update, on a random subset of the well-conditioned denoising steps (the
+            # ill-conditioned ones, by rl.min_sigma_ratio, are left out: rgsyn.rl.dpok)
+            n_train = len(eligible) if rl.train_timesteps <= 0 else min(len(eligible), rl.train_timesteps)
+            steps_idx = sorted(eligible[j] for j in rng.choice(len(eligible), size=n_train, replace=False))
+            per_step = {i: {"kl": 0.0, "clip_frac": 0.0} for i in steps_idx}
             lab = labels.to(device)
             n_mb = max(1, min(rl.minibatches, labels.numel()))
             chunks = torch.from_numpy(rng.permutation(labels.numel())).chunk(n_mb)
@@ -247,7 +256,10 @@ def run(params: Params, domain: str, rewards: str) -> dict:
                         if not torch.isfinite(loss):
                             raise TrainingDiverged(f"DPOK loss is {float(loss)} at rl step {step} "
                                                    f"(denoising step {i}); stopping")
-                        accelerator.backward(loss / n_train)
+                        prec.backward(loss / n_train, accelerator)
+                        n_i = n_mb * rl.inner_epochs
+                        per_step[i]["kl"] += st["kl"] / n_i
+                        per_step[i]["clip_frac"] += st["clip_frac"] / n_i
                         for k, v in st.items():
                             if k == "ratio_min":
                                 agg[k] = min(agg.get(k, math.inf), v)
@@ -255,12 +267,13 @@ def run(params: Params, domain: str, rewards: str) -> dict:
                                 agg[k] = max(agg.get(k, -math.inf), v)
                             else:
                                 agg[k] = agg.get(k, 0.0) + v / n_terms
-                    gn = accelerator.clip_grad_norm_(lora, rl.max_grad_norm if rl.max_grad_norm > 0 else math.inf)
-                    norms.append(float(gn))
+                    gn = prec.step(optimizer, lora, rl.max_grad_norm, accelerator)
+                    if prec.overflowed(gn):
+                        continue   # fp16 loss-scale overflow: the scaler skipped this step
+                    norms.append(gn)
                     if not math.isfinite(norms[-1]):
                         raise TrainingDiverged(f"gradient norm is {norms[-1]} at rl step {step}; stopping")
-                    optimizer.step()
-            grad_norm = float(np.mean(norms))
+            grad_norm = float(np.mean(norms)) if norms else math.nan
             t_upd += time.perf_counter() - t1
 
             fixed, z_fixed = _fixed_combined(raw, ref_stats, weights)
@@ -273,6 +286,9 @@ def run(params: Params, domain: str, rewards: str) -> dict:
                        "reward_batch": float(combined.mean()), "reward_batch_std": float(combined.std()),
                        "ratio_min": agg["ratio_min"], "ratio_max": agg["ratio_max"], "pg_loss": agg["pg_loss"],
                        "reward_exp_loo": float(raw["exp"].mean())}
+            for i, v in per_step.items():   # per denoising step (index into the schedule)
+                metrics[f"kl_step{i}"] = v["kl"]
+                metrics[f"clip_frac_step{i}"] = v["clip_frac"]
             for k in REWARD_NAMES:
                 metrics[f"reward_{k}_std"] = float(z_fixed[k].mean())   # standardised (frozen stats)
                 metrics[f"reward_{k}_batch_spread"] = float(raw[k].float().std(unbiased=False))
@@ -300,7 +316,8 @@ def run(params: Params, domain: str, rewards: str) -> dict:
         io.write_text(paths.rl_curve(domain, rewards), _curve_text(rows))
         mlrun.log_artifact(paths.rl_curve(domain, rewards))
         bundle.to("cpu")
-        save_generator(bundle, paths.rl_dir(domain, rewards))
+        # the adapter and a hash-checked reference to the cold start, not a copy of the DiT
+        save_generator(bundle, paths.rl_dir(domain, rewards), base=src)
         n_new = max(1, rl.steps - start)
         third = max(1, len(rows) // 3)
         summary = {
