@@ -21,7 +21,6 @@ import csv
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -36,9 +35,6 @@ STAGES = ["rl --domain persons --rewards full",
           "generate --benchmark market1501 --generator rl-full",
           "train --benchmark market1501 --variant ours --seed 0"]
 TIMING_KEYS = {"train_seconds", "eval_seconds", "seconds", "images_per_second"}
-
-pytestmark = pytest.mark.skipif(shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists(),
-                                reason="accelerate's launcher is not installed")
 
 
 def _params() -> dict:
@@ -74,8 +70,8 @@ def _launch(root: Path, tag: str) -> dict:
     env = {**os.environ, "RGSYN_RANK_LOG": str(log), "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
            "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     env.pop("RGSYN_PARENT_RUN_ID", None)
-    launcher = Path(sys.executable).parent / "accelerate"
-    cmd = [str(launcher if launcher.exists() else "accelerate"), "launch", "--multi_gpu",
+    # `accelerate launch`, through this interpreter's accelerate (the console script may not be on PATH)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
            "--num_processes", str(WORLD), "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "--main_process_port", "0",
            str(REPO / "tests" / "multiprocess_stages.py"), *STAGES]
@@ -181,3 +177,44 @@ def test_rerun_gives_the_same_metrics(launches):
     assert a["rl_curve"] == b["rl_curve"]
     assert a["images"] == b["images"] and len(a["images"]) == 32
     assert a["rl_bundle"] == b["rl_bundle"]
+
+
+def test_rank_shares_of_the_batch_samplers():
+    """Without a launcher: the rank shares of a PK / random batch are disjoint, and one process
+    gets the single-process sequence."""
+    import torch
+
+    from rgsyn.downstream.datasets import PKSampler, random_batches
+
+    labels = torch.arange(12).repeat_interleave(4)
+    one = PKSampler(labels, 3, 2, seed=5).epoch(1)
+    shares = [PKSampler(labels, 3, 2, seed=5, rank=r, world=2).epoch(1) for r in range(2)]
+    assert len(shares[0]) == len(shares[1]) > 0
+    for a, b in zip(*shares):
+        assert len(a) == len(b) == 6 and not set(labels[a].tolist()) & set(labels[b].tolist())
+    assert [t.tolist() for t in PKSampler(labels, 3, 2, seed=5, rank=0, world=1).epoch(1)] == \
+           [t.tolist() for t in one]
+    with pytest.raises(Exception, match="P=24 identities"):
+        PKSampler(labels, 12, 2, seed=5, rank=0, world=2)
+    r0, r1 = (random_batches(48, 8, 3, 0, rank=r, world=2) for r in range(2))
+    assert len(r0) == len(r1) == 3
+    assert all(not set(a.tolist()) & set(b.tolist()) for a, b in zip(r0, r1))
+    assert [t.tolist() for t in random_batches(48, 8, 3, 0)] == \
+           [t.tolist() for t in random_batches(48, 8, 3, 0, rank=0, world=1)]
+
+
+def test_launcher_param_prefixes_the_training_stages(tmp_path):
+    """dvc.yaml's training stages start with `${launcher}`: empty, the plain `rgsyn` command."""
+    from tests.pipeline_runner import prepare, stage_commands
+
+    root = prepare(tmp_path / "p")
+    plain = dict(stage_commands(root))
+    assert all(c.split()[0] == "rgsyn" for c in plain.values())
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["launcher"] = "accelerate launch --multi_gpu --num_processes 8 -m"
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    launched = dict(stage_commands(root))
+    assert launched["rl@persons-full"] == ("accelerate launch --multi_gpu --num_processes 8 -m rgsyn rl "
+                                           "--domain persons --rewards full")
+    assert launched["train_real_reid@market1501-real-0"].startswith("accelerate launch")
+    assert launched["data"] == "rgsyn data" and launched["report"] == "rgsyn report"
