@@ -3,6 +3,7 @@
 DVC deletes a stage's declared outputs before it re-runs the stage, so a checkpoint kept inside
 an output would be lost exactly when it is needed. A checkpoint carries a fingerprint of the
 params that shaped it; a checkpoint made under other params is ignored, never resumed from.
+Under several processes every rank loads the checkpoint, and only rank 0 saves and clears it.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rgsyn import io
+from rgsyn import distributed, io
 
 WORK_ROOT = Path(".rgsyn") / "work"
 
@@ -40,7 +41,11 @@ class Checkpointer:
         return state
 
     def save(self, state: dict) -> None:
+        if not distributed.is_main():
+            return
         io.torch_save(self.path, {**state, "_fingerprint": self.fp})
 
     def clear(self) -> None:
+        if not distributed.is_main():
+            return
         shutil.rmtree(self.dir, ignore_errors=True)

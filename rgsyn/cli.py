@@ -26,7 +26,17 @@ def _params(args):
     return config.load(args.params)
 
 
+def _rank0_only() -> bool:
+    """True on a rank other than 0: stages that only read and write files (data, collect, report)
+    run once even when a launcher starts them on several processes."""
+    from rgsyn import distributed
+
+    return not distributed.is_main()
+
+
 def cmd_data(args):
+    if _rank0_only():
+        return 0
     if args.data_cmd == "check":
         summary = _stage("rgsyn.data.check:check_dataset")(args.benchmark, args.root, profile=args.profile)
         print(json.dumps(summary, indent=2, sort_keys=True))
@@ -139,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = with_params(sub.add_parser(name, help=help_, description=help_))
         add_args(p)
 
-        def run(args, _target=target):
+        def run(args, _target=target, _name=name):
+            if _name in ("collect", "report") and _rank0_only():
+                return 0
             kwargs = {k: v for k, v in vars(args).items() if k not in ("cmd", "params", "func")}
             _stage(_target)(_params(args), **kwargs)
             return 0

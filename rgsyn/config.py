@@ -357,6 +357,10 @@ class Params:
     generator_seed: int = rng(0, None, 0)         # seed of the prior, cold-start and RL stages
     device: str = one_of("auto", "cpu", "cuda", default="auto")
     compute: ComputeParams = field(default_factory=ComputeParams)
+    # Prefix of the training stages' commands in dvc.yaml (prior, coldstart, encoder, rl, generate,
+    # train): "" runs `rgsyn <stage>` in one process; "accelerate launch --multi_gpu --num_processes 8
+    # -m" runs `python -m rgsyn <stage>` on 8 processes (GPUs), each on its share of the work.
+    launcher: str = ""
     data: DataParams = field(default_factory=DataParams)
     prior: PriorParams = field(default_factory=PriorParams)
     sampler: SamplerParams = field(default_factory=SamplerParams)

@@ -29,10 +29,21 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give outputs the usual mode
         os.replace(tmp_path, path)
+        _log_write(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _log_write(path: Path) -> None:
+    """With `RGSYN_RANK_LOG` set (see rgsyn.distributed), record which rank wrote `path`."""
+    folder = os.environ.get("RGSYN_RANK_LOG")
+    if folder:
+        rank = os.environ.get("RANK", "0")
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with open(Path(folder) / f"writes-rank{rank}.jsonl", "a") as f:
+            f.write(json.dumps({"rank": int(rank), "path": os.path.relpath(path)}) + "\n")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -7,6 +7,10 @@ same key nest under it; the `report` stage closes it. Set `RGSYN_PARENT_RUN_ID` 
 of your own instead.
 
 The tracking URI is `sqlite:///mlflow.db` at the repo root unless `MLFLOW_TRACKING_URI` is set.
+
+Under several processes only rank 0 opens the store (so one process creates its tables and the
+stage logs one run); the other ranks get a `NullRun`, which checks values like `StageRun` but logs
+nothing.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
-from rgsyn import io
+from rgsyn import distributed, io
 from rgsyn.config import Params, params_hash, to_dict
 from rgsyn.errors import TrainingDiverged
 
@@ -80,6 +84,30 @@ class StageRun:
         self._mlflow.set_tags(tags)
 
 
+class NullRun:
+    """The run handle of a rank other than 0: the same methods, no MLflow."""
+
+    run = None
+    run_id = None
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, check_finite: bool = True) -> None:
+        for k, v in metrics.items():
+            if check_finite and not math.isfinite(float(v)):
+                raise TrainingDiverged(f"{k} is {v} at step {step}; stopping")
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def log_artifacts(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        pass
+
+
 def _parent_run(mlflow_mod, experiment_id: str, key: dict[str, str]) -> str:
     env_parent = os.environ.get("RGSYN_PARENT_RUN_ID")
     if env_parent:
@@ -109,7 +137,11 @@ def stage_run(params: Params, stage: str, run_name: str | None = None,
     """Open the MLflow run of one stage, nested under the pipeline's parent run.
 
     Any exception marks the run FAILED (and is re-raised); normal exit marks it FINISHED.
+    On a rank other than 0 it yields a `NullRun` and never touches MLflow.
     """
+    if not distributed.is_main():
+        yield NullRun()
+        return
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri(params))
@@ -139,7 +171,7 @@ def close_pipeline_run(params: Params, status: str = "FINISHED") -> str | None:
     """End the pipeline's parent run (called by the report stage). Returns its id."""
     import mlflow
 
-    if not STATE_FILE.is_file():
+    if not distributed.is_main() or not STATE_FILE.is_file():
         return None
     mlflow.set_tracking_uri(tracking_uri(params))
     state = io.read_json(STATE_FILE)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rgsyn import distributed
 from rgsyn import io as rio
 from rgsyn.data.images import load_image
 from rgsyn.errors import DataError
@@ -56,7 +57,7 @@ def load_images(paths: Sequence[str], size: tuple[int, int], desc: str = "images
     if cache is not None and cache.is_file():
         return torch.load(cache, weights_only=True)
     out = _decode(paths, size, transform)
-    if cache is not None:
+    if cache is not None and distributed.is_main():   # under several processes one rank writes it
         rio.torch_save(cache, out)
     return out
 
@@ -163,20 +164,26 @@ class PKSampler:
         B = max{ b : sum_i min(c_i, b) >= P * b },
     in every epoch, since taking the fullest identities keeps that condition true for the batches
     still to come. Returns lists of indices.
+
+    Under `world` processes the sequence of batches is drawn with P x world identities each and
+    rank `rank` takes the rank-th P of them: every rank trains on different identities at every
+    step, and one process (world 1) gets the single-process sequence.
     """
 
-    def __init__(self, labels: torch.Tensor, P: int, K: int, seed: int):
-        self.P, self.K, self.seed = P, K, seed
+    def __init__(self, labels: torch.Tensor, P: int, K: int, seed: int, rank: int = 0, world: int = 1):
+        self.P, self.K, self.seed = P * world, K, seed
+        self.rank_P, self.rank, self.world = P, rank, world
         self.by_label: dict[int, torch.Tensor] = {}
         for lab in torch.unique(labels).tolist():
             self.by_label[lab] = (labels == lab).nonzero(as_tuple=True)[0]
-        if len(self.by_label) < P:
-            raise DataError(f"PK sampling needs at least P={P} identities, the training set has "
+        if len(self.by_label) < self.P:
+            procs = f" (P={P} per process x {world} processes)" if world > 1 else ""
+            raise DataError(f"PK sampling needs at least P={self.P} identities{procs}, the training set has "
                             f"{len(self.by_label)}; lower reid.P")
         self.n_short = sum(1 for v in self.by_label.values() if len(v) < K)
         counts = [max(1, len(v) // K) for v in self.by_label.values()]
-        b = sum(counts) // P
-        while sum(min(c, b) for c in counts) < P * b:
+        b = sum(counts) // self.P
+        while sum(min(c, b) for c in counts) < self.P * b:
             b -= 1
         self.n_batches = b
 
@@ -199,12 +206,17 @@ class PKSampler:
             order = [labs[i] for i in torch.randperm(len(labs), generator=g).tolist()]
             order.sort(key=lambda lab: -len(chunks[lab]))   # stable: random order among ties
             chosen = sorted(order[:self.P])
-            batches.append(torch.cat([chunks[lab].pop(0) for lab in chosen]))
+            drawn = [chunks[lab].pop(0) for lab in chosen]
+            batches.append(torch.cat(drawn[self.rank * self.rank_P:(self.rank + 1) * self.rank_P]))
         return batches
 
 
-def random_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool = True) -> list[torch.Tensor]:
+def random_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bool = True,
+                   rank: int = 0, world: int = 1) -> list[torch.Tensor]:
+    """Shuffled batches of `batch_size`; under `world` processes, global batches of
+    batch_size x world of which rank `rank` takes its slice (disjoint images on every rank)."""
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
     perm = torch.randperm(n, generator=g)
-    stop = n - n % batch_size if drop_last and n >= batch_size else n
-    return [perm[i:i + batch_size] for i in range(0, stop, batch_size)]
+    size = batch_size * world
+    stop = n - n % size if drop_last and n >= size else n
+    return [perm[i:i + size][rank * batch_size:(rank + 1) * batch_size] for i in range(0, stop, size)]

@@ -144,7 +144,7 @@ def _with_epochs(section, epochs: int):
 
 def run(params, domain: str) -> dict:
     """Train and save the reward and gold identity encoders of `domain` (persons | faces)."""
-    from rgsyn import paths, tracking
+    from rgsyn import distributed, paths, tracking
     from rgsyn.checkpoint import Checkpointer
     from rgsyn.downstream.face import train_face
     from rgsyn.downstream.reid import cpu_threads, train_reid
@@ -167,11 +167,14 @@ def run(params, domain: str) -> dict:
             with cpu_threads(section.threads):
                 net, info = train(data, num_classes, section, seed, device=params.device, checkpointer=ck,
                                   on_step=on_step, precision=params.compute.precision)
-            save_identity_encoder(paths.encoder_path(domain, which), net, kind, config, num_classes)
+            if distributed.is_main():   # every rank holds the same weights; one writes them
+                save_identity_encoder(paths.encoder_path(domain, which), net, kind, config, num_classes)
             ck.clear()
+            distributed.barrier()   # the file exists before any rank moves on
             run.log_metrics({f"{which}.train_seconds": info["train_seconds"]})
             out[which] = {"train_seconds": info["train_seconds"], "final_loss": info["history"][-1]["loss"],
                           "n_images": len(data), "n_classes": num_classes}
-            print(f"encoder {domain}/{which}: {len(data)} images, {num_classes} ids, "
-                  f"{info['train_seconds']:.1f} s -> {paths.encoder_path(domain, which)}")
+            if distributed.is_main():
+                print(f"encoder {domain}/{which}: {len(data)} images, {num_classes} ids, "
+                      f"{info['train_seconds']:.1f} s -> {paths.encoder_path(domain, which)}")
     return out

@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rgsyn import distributed
 from rgsyn.downstream import loop
 from rgsyn.downstream.datasets import FACE_MEAN, FACE_STD, LabelledImages, load_images, normalise, random_batches
-from rgsyn.errors import CheckpointError, TrainingDiverged
+from rgsyn.errors import CheckpointError, DataError, TrainingDiverged
 from rgsyn.precision import Precision
 
 
@@ -181,11 +182,16 @@ def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
     torch.manual_seed(seed)
     dev, acc = device_of(device)
     prec = Precision(precision, dev)   # compute.precision: autocast of the forward (rgsyn/precision.py)
+    rank, world = acc.process_index, acc.num_processes
     net = build_face_model(p, num_classes)
+    if rank > 0:   # random erasing draws differ by rank; rank 0 keeps the single-process stream
+        torch.manual_seed(distributed.rank_seed(seed, rank))
     erasing = RandomErasing(p=p.random_erasing_p, value=0) if random_erasing else None
     opt = torch.optim.SGD(net.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
-    bs = min(p.batch_size, len(train))
-    steps_per_epoch = len(random_batches(len(train), bs, seed, 0))
+    bs = min(p.batch_size, len(train) // world)
+    if bs < 1:
+        raise DataError(f"face training: {len(train)} images cannot be split over {world} processes")
+    steps_per_epoch = len(random_batches(len(train), bs, seed, 0, rank=rank, world=world))
     total = steps_per_epoch * p.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total)))))
@@ -193,33 +199,37 @@ def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
     use_syn = synthetic is not None and len(synthetic) > 0 and p.syn_per_batch > 0
     n_cand = selector.n_candidates(p.syn_per_batch) if (use_syn and selector is not None) else p.syn_per_batch
 
-    start_epoch, history, n_syn_used = loop.restore(checkpointer, net, opt, sched, selector)
+    start_epoch, history, n_syn_used = loop.restore(checkpointer, net, opt, sched, selector, steps_per_epoch)
 
     t0 = time.perf_counter()
     net.train()
     step = start_epoch * steps_per_epoch
-    bar = tqdm(total=total, initial=step, desc="face train", disable=not progress, leave=False)
+    bar = tqdm(total=total, initial=step, desc="face train", disable=not progress or rank > 0, leave=False)
     for epoch in range(start_epoch, p.epochs):
-        gen = torch.Generator().manual_seed(seed * 7919 + epoch)
-        for idx in random_batches(len(train), bs, seed, epoch):
+        gen = torch.Generator().manual_seed(distributed.rank_seed(seed * 7919 + epoch, rank))
+        for idx in random_batches(len(train), bs, seed, epoch, rank=rank, world=world):
             x = augment(train.images[idx], gen, erasing).to(dev)
             y = train.labels[idx].to(dev)
             used = 0
             with prec.autocast():
                 if use_syn:
-                    x, y, used = loop.mix_synthetic(net, x, y, synthetic, n_cand, gen,
+                    x, y, used = loop.mix_synthetic(acc.unwrap_model(net), x, y, synthetic, n_cand, gen,
                                                     lambda im: augment(im, gen, erasing), selector, step, dev)
                 logits = net(x, y)
             loss = F.cross_entropy(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"face training: loss is {loss.item()} at step {step}")
+            # the step's record is the mean over the ranks, so every rank sees the same (and stops together)
+            mean = distributed.reduce_mean(torch.stack([loss.detach(), torch.tensor(float(used), device=loss.device)]))
+            if not torch.isfinite(mean[0]):
+                raise TrainingDiverged(f"face training: loss is {mean[0].item()} at step {step}")
             opt.zero_grad(set_to_none=True)
             prec.backward(loss, acc)
             prec.step(opt, accelerator=acc)
             sched.step()
+            used = round(mean[1].item() * world)
             n_syn_used += used
-            rec = {"step": step, "epoch": epoch, "loss": loss.item(), "lr": sched.get_last_lr()[0],
+            rec = {"step": step, "epoch": epoch, "loss": mean[0].item(), "lr": sched.get_last_lr()[0],
                    "n_synthetic": used}
+            distributed.rank_log("train", {"step": step, "real": idx.tolist()})
             history.append(rec)
             if on_step is not None:
                 on_step(step, rec)
@@ -233,6 +243,8 @@ def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
     net.eval()
     info = {"train_seconds": time.perf_counter() - t0, "history": history, "n_real": len(train),
             "n_synthetic_used": n_syn_used, "steps": step, "completed": step >= total}
+    if distributed.rank_log_enabled():
+        distributed.rank_log("train", {"final_params": distributed.param_digest(acc.unwrap_model(net).parameters())})
     return acc.unwrap_model(net), info
 
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rgsyn import distributed
 from rgsyn.downstream import loop
 from rgsyn.downstream.datasets import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, PKSampler, normalise
 from rgsyn.errors import CheckpointError, TrainingDiverged
@@ -85,8 +86,9 @@ class _TimmReid(nn.Module):
 
 
 class ReidNet(nn.Module):
-    """`net(images, labels) -> identity logits` (the selector's interface); `forward_train` gives
-    (logits, features) for the losses; `features` the eval embedding."""
+    """`net(images, labels) -> identity logits` (the selector's interface); `net(images,
+    with_features=True)` gives (logits, features) for the losses, through `forward` so that a DDP
+    wrapper sees the call and synchronises the gradients; `features` the eval embedding."""
 
     selection_head = "backbone.classifier"
 
@@ -94,14 +96,11 @@ class ReidNet(nn.Module):
         super().__init__()
         self.backbone = backbone
 
-    def forward(self, images, labels=None):
+    def forward(self, images, labels=None, with_features: bool = False):
         if self.training:
-            return self.backbone(images)[0]
+            out = self.backbone(images)
+            return (out[0], out[1]) if with_features else out[0]
         return self.backbone.classifier(self.backbone(images))
-
-    def forward_train(self, images):
-        out = self.backbone(images)
-        return out[0], out[1]
 
     @torch.no_grad()
     def features(self, images):
@@ -201,9 +200,12 @@ def train_reid(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
     torch.manual_seed(seed)
     dev, acc = device_of(device)
     prec = Precision(precision, dev)   # compute.precision: autocast of the forward (rgsyn/precision.py)
+    rank, world = acc.process_index, acc.num_processes
     net = build_reid_model(p.backbone, num_classes, p.height, p.width, p.pretrained)
+    if rank > 0:   # random erasing draws differ by rank; rank 0 keeps the single-process stream
+        torch.manual_seed(distributed.rank_seed(seed, rank))
     opt = torch.optim.Adam(net.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-    sampler = PKSampler(train.labels, p.P, p.K, seed)
+    sampler = PKSampler(train.labels, p.P, p.K, seed, rank, world)
     steps_per_epoch = len(sampler)   # the same in every epoch (PKSampler)
     total = steps_per_epoch * p.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, steps_per_epoch * p.warmup_epochs))
@@ -215,36 +217,41 @@ def train_reid(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
     use_syn = synthetic is not None and len(synthetic) > 0 and p.syn_per_batch > 0
     n_cand = selector.n_candidates(p.syn_per_batch) if (use_syn and selector is not None) else p.syn_per_batch
 
-    start_epoch, history, n_syn_used = loop.restore(checkpointer, net, opt, sched, selector)
+    start_epoch, history, n_syn_used = loop.restore(checkpointer, net, opt, sched, selector, steps_per_epoch)
 
     t0 = time.perf_counter()
     net.train()
     step = start_epoch * steps_per_epoch
-    bar = tqdm(total=total, initial=step, desc="reid train", disable=not progress, leave=False)
+    bar = tqdm(total=total, initial=step, desc="reid train", disable=not progress or rank > 0, leave=False)
     for epoch in range(start_epoch, p.epochs):
-        gen = torch.Generator().manual_seed(seed * 7919 + epoch)
+        gen = torch.Generator().manual_seed(distributed.rank_seed(seed * 7919 + epoch, rank))
         for idx in sampler.epoch(epoch):
             x = augment(train.images[idx], gen, erasing).to(dev)
             y = train.labels[idx].to(dev)
             used = 0
             with prec.autocast():
                 if use_syn:
-                    x, y, used = loop.mix_synthetic(net, x, y, synthetic, n_cand, gen,
+                    x, y, used = loop.mix_synthetic(acc.unwrap_model(net), x, y, synthetic, n_cand, gen,
                                                     lambda im: augment(im, gen, erasing), selector, step, dev)
-                logits, feats = net.forward_train(x)
+                logits, feats = net(x, with_features=True)
             logits, feats = logits.float(), feats.float()
             loss_id = ce(logits, y)
             loss_tri = tri(F.normalize(feats, dim=1) if p.triplet_features == "normalised" else feats, y)
             loss = loss_id + loss_tri
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"reid training: loss is {loss.item()} at step {step}")
+            # the step's record is the mean over the ranks, so every rank sees the same (and stops together)
+            mean = distributed.reduce_mean(torch.stack([loss.detach(), loss_id.detach(), loss_tri.detach(),
+                                                        torch.tensor(float(used), device=loss.device)]))
+            if not torch.isfinite(mean[0]):
+                raise TrainingDiverged(f"reid training: loss is {mean[0].item()} at step {step}")
             opt.zero_grad(set_to_none=True)
             prec.backward(loss, acc)
             prec.step(opt, accelerator=acc)
             sched.step()
+            used = round(mean[3].item() * world)
             n_syn_used += used
-            rec = {"step": step, "epoch": epoch, "loss": loss.item(), "loss_id": loss_id.item(),
-                   "loss_triplet": loss_tri.item(), "lr": sched.get_last_lr()[0], "n_synthetic": used}
+            rec = {"step": step, "epoch": epoch, "loss": mean[0].item(), "loss_id": mean[1].item(),
+                   "loss_triplet": mean[2].item(), "lr": sched.get_last_lr()[0], "n_synthetic": used}
+            distributed.rank_log("train", {"step": step, "real": idx.tolist()})
             history.append(rec)
             if on_step is not None:
                 on_step(step, rec)
@@ -258,6 +265,8 @@ def train_reid(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
     net.eval()
     info = {"train_seconds": time.perf_counter() - t0, "history": history, "n_real": len(train),
             "n_synthetic_used": n_syn_used, "steps": step, "completed": step >= total, "n_ids_short": sampler.n_short}
+    if distributed.rank_log_enabled():
+        distributed.rank_log("train", {"final_params": distributed.param_digest(acc.unwrap_model(net).parameters())})
     return acc.unwrap_model(net), info
 
 

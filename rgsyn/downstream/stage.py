@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from rgsyn import io, paths, tracking
+from rgsyn import distributed, io, paths, tracking
 from rgsyn.errors import ConfigError, RgsynError
 from rgsyn.precision import Precision
 
@@ -69,7 +69,7 @@ class _StepLogger:
         self.buf.append(rec)
 
     def flush(self) -> None:
-        if not self.buf or self.run is None:
+        if not self.buf or self.run is None or self.run.run_id is None:   # no run, or not rank 0
             self.buf = []
             return
         from mlflow.entities import Metric
@@ -118,7 +118,10 @@ def _face_data(params, synthetic: str, transform):
 
 def train_and_evaluate(params, benchmark: str, variant: str, seed: int, run=None, progress: bool = True,
                        stop_after_epoch: int | None = None) -> dict | None:
-    """The stage without MLflow set-up (tests call it). Returns the run metrics (None if stopped)."""
+    """The stage without MLflow set-up (tests call it). Returns the run metrics (None if stopped).
+
+    Under several processes each rank trains on its share of every batch (rgsyn.distributed), rank 0
+    evaluates and writes the outputs, and every rank returns rank 0's metrics."""
     from rgsyn.downstream.reid import cpu_threads
 
     section = params.face if benchmark == "casia_face" else params.reid
@@ -173,6 +176,8 @@ def _train_and_evaluate(params, benchmark, variant, seed, run, progress, stop_af
     logger.flush()
     if not info["completed"]:
         return None
+    if not distributed.is_main():   # rank 0 evaluates and writes; the others get its metrics
+        return distributed.broadcast_object(None)
     t0 = time.perf_counter()
     with Precision(params.compute.precision, next(net.parameters()).device).autocast():
         if kind == "reid":
@@ -193,7 +198,7 @@ def _train_and_evaluate(params, benchmark, variant, seed, run, progress, stop_af
     io.write_text(paths.train_curve(benchmark, variant, seed), _curve_csv(info["history"]))
     io.write_json(paths.run_metrics(benchmark, variant, seed), metrics)
     ck.clear()
-    return metrics
+    return distributed.broadcast_object(metrics)
 
 
 def run(params, benchmark: str, variant: str, seed: int) -> dict:
@@ -212,5 +217,6 @@ def run(params, benchmark: str, variant: str, seed: int) -> dict:
         run.log_artifact(paths.run_metrics(benchmark, variant, seed))
         summary = (f"mAP {metrics['mAP']:.3f} R1 {metrics['rank1']:.3f}" if section == "reid"
                    else f"avg acc {metrics['avg']:.3f}")
-        print(f"train {benchmark}/{variant}/seed{seed}: {summary}, {metrics['train_seconds']:.1f} s training")
+        if distributed.is_main():
+            print(f"train {benchmark}/{variant}/seed{seed}: {summary}, {metrics['train_seconds']:.1f} s training")
         return metrics

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from rgsyn import paths, tracking
+from rgsyn import distributed, paths, tracking
 from rgsyn.checkpoint import Checkpointer
 from rgsyn.config import Params, to_dict
 from rgsyn.errors import CheckpointError, DataError
@@ -89,7 +89,9 @@ def run(params: Params, domain: str) -> None:
                                   f"rows but the training set has {n_ids} identities")
         bundle.transformer = transformer
         bundle.identities = data.identities
-        dit.save_generator(bundle, paths.coldstart_dir(domain))
+        if distributed.is_main():   # every rank holds the same weights; one writes them
+            dit.save_generator(bundle, paths.coldstart_dir(domain))
         ck.clear()
+        distributed.barrier()   # the bundle exists before any rank moves on
         run.log_metrics({"coldstart/seconds": time.time() - t0,
                          **({"coldstart/final_loss": stats["final_loss"]} if stats else {})})

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from rgsyn import paths, tracking
+from rgsyn import distributed, paths, tracking
 from rgsyn.checkpoint import Checkpointer
 from rgsyn.config import Params, to_dict
 from rgsyn.errors import CheckpointError, ConfigError
@@ -92,7 +92,9 @@ def run(params: Params) -> None:
                 precision=params.compute.precision)
             bundle.identities = data.identities
         bundle.transformer.to("cpu")
-        dit.save_generator(bundle, paths.prior_dir())
+        if distributed.is_main():   # every rank holds the same weights; one writes them
+            dit.save_generator(bundle, paths.prior_dir())
+        distributed.barrier()   # the bundle exists before any rank moves on
         if pp.steps > 0:
             ck.clear()
         n_params = sum(p.numel() for p in bundle.transformer.parameters())

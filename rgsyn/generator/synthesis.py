@@ -17,6 +17,10 @@ output) batch by batch; after a batch's images are written (atomically) its mani
 written, which marks the batch done. A re-run skips done batches. At the end the folder is moved
 onto `paths.synthetic_dir(B, G)` in one rename.
 
+Several processes (`accelerate launch`): the batches are split across ranks, each rank writes its
+own images and manifest parts, and after a barrier rank 0 computes the metrics and publishes the
+folder (the one rename); the images do not depend on the process count.
+
 Quality and privacy (identity-encoder features, encoder `paths.encoder_path(domain, "reward")`):
 feature Frechet distance and density/coverage of synthetic vs the real training split,
 memorisation (nearest-real-train cosine; share above `generate.memorisation_threshold`), the mean
@@ -37,14 +41,14 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from rgsyn import io, paths, tracking
+from rgsyn import distributed, io, paths, tracking
 from rgsyn.checkpoint import WORK_ROOT, fingerprint
 from rgsyn.config import Params, to_dict
 from rgsyn.errors import CheckpointError, ConfigError, DataError
 from rgsyn.generator import dit
 from rgsyn.generator.datasets import benchmark_real_paths
 from rgsyn.generator.sampler import PolicySampler
-from rgsyn.generator.training import resolve_device
+from rgsyn.generator.training import make_accelerator
 from rgsyn.precision import Precision
 
 MANIFEST_FIELDS = ("path", "identity", "row", "seed", "checkpoint_sha256")
@@ -116,14 +120,20 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 def generate_images(bundle, sampler: PolicySampler, plan: list[dict], work: Path, batch_size: int,
-                    size: tuple[int, int], desc: str = "generate") -> tuple[list[dict], int]:
+                    size: tuple[int, int], desc: str = "generate", rank: int = 0,
+                    world: int = 1) -> tuple[list[dict] | None, int]:
     """Sample `plan` (dicts with path/identity/row/seed) into `work/out`; returns (manifest rows,
-    number of images actually sampled in this call)."""
+    number of images actually sampled in this call).
+
+    Under `world` processes rank r samples the batches r, r + world, ... and writes their images
+    and manifest parts; the batches do not depend on the process count, so a run resumes under any
+    number of processes. The manifest rows are then read on rank 0 after all ranks are done (None
+    on the other ranks)."""
     out, parts = work / "out", work / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     n_batches = (len(plan) + batch_size - 1) // batch_size
     done_now = 0
-    for k in tqdm(range(n_batches), desc=desc, leave=False):
+    for k in tqdm(range(rank, n_batches, world), desc=desc, leave=False, disable=rank > 0):
         part = parts / f"batch_{k:06d}.csv"
         if part.is_file():
             continue
@@ -135,6 +145,10 @@ def generate_images(bundle, sampler: PolicySampler, plan: list[dict], work: Path
             io.save_image(out / it["path"], to_pil(img, size), quality=95)
         _write_part(part, items)
         done_now += len(items)
+        distributed.rank_log("generate", {"batch": k, "paths": [it["path"] for it in items]})
+    distributed.barrier()
+    if rank > 0:
+        return None, done_now
     rows = []
     for k in range(n_batches):
         rows += _read_csv(parts / f"batch_{k:06d}.csv")
@@ -219,11 +233,12 @@ def run(params: Params, benchmark: str, generator: str) -> dict:
     if not Path(enc_path).is_file():
         raise CheckpointError(f"identity encoder {enc_path} is missing; the generation metrics need it "
                               f"(run `rgsyn encoder --domain {domain}` first)")
-    device = resolve_device(params.device)
+    accelerator = make_accelerator(params.device)   # one device per rank under a launcher
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     with tracking.stage_run(params, "generate", run_name=f"generate-{benchmark}-{generator}",
                             extra_tags={"rgsyn.benchmark": benchmark, "rgsyn.generator": generator}) as run:
         run.log_params({"generate": to_dict(params)["generate"], "sampler": to_dict(params)["sampler"],
-                        "benchmark": benchmark, "generator": generator, "device": device})
+                        "benchmark": benchmark, "generator": generator, "device": str(device)})
         t0 = time.time()
         bundle = dit.load_generator(src, device=device)
         sha = dit.checkpoint_sha256(src)
@@ -245,13 +260,18 @@ def run(params: Params, benchmark: str, generator: str) -> dict:
         work = WORK_ROOT / f"generate-{benchmark}-{generator}"
         state = {"sha": sha, "plan": fingerprint(plan), "sampler": to_dict(params)["sampler"],
                  "batch_size": gp.batch_size, "size": list(size)}
-        if (work / "state.json").is_file() and io.read_json(work / "state.json") != state:
-            shutil.rmtree(work)     # made by another generator/params: never mix
-        io.write_json(work / "state.json", state)
+        if distributed.is_main():
+            if (work / "state.json").is_file() and io.read_json(work / "state.json") != state:
+                shutil.rmtree(work)     # made by another generator/params: never mix
+            io.write_json(work / "state.json", state)
+        distributed.barrier()
         tg = time.time()
         rows, sampled = generate_images(bundle, sampler, plan, work, gp.batch_size, size,
-                                        desc=f"generate {benchmark} {generator}")
+                                        desc=f"generate {benchmark} {generator}", rank=rank, world=world)
         gen_seconds = time.time() - tg
+        sampled = sum(distributed.gather_objects(sampled))
+        if not distributed.is_main():   # rank 0 measures, publishes and logs; the others get its metrics
+            return distributed.broadcast_object(None)
         buf = _io.StringIO()
         wr = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS)
         wr.writeheader()
@@ -292,4 +312,4 @@ def run(params: Params, benchmark: str, generator: str) -> dict:
         run.log_artifact(grid)
         run.log_artifact(out_json)
         run.log_artifact(dest / "manifest.csv")
-        return metrics
+        return distributed.broadcast_object(metrics)

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from rgsyn import distributed
 from rgsyn.errors import TrainingDiverged
 from rgsyn.generator.datasets import ImageSet
 from rgsyn.precision import Precision
@@ -204,8 +205,9 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
         else:
             target = noise
         loss = F.mse_loss(pred.float(), target)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"{desc}: the denoising loss is {loss.item()} at step {step}; stopping "
+        mean_loss = distributed.reduce_mean(loss.detach())   # the same on every rank: all stop together
+        if not torch.isfinite(mean_loss):
+            raise TrainingDiverged(f"{desc}: the denoising loss is {mean_loss.item()} at step {step}; stopping "
                                    "(lower the lr or check the data)")
         prec.backward(loss, accelerator)
         grad_norm = prec.step(optimizer, trainable, max_grad_norm, accelerator)
@@ -215,13 +217,14 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
             d = min(ema_decay, (1 + step) / (10 + step))
             with torch.no_grad():
                 torch._foreach_lerp_(ema, [p.detach() for p in trainable], 1 - d)
-        losses.append(loss.item())
+        losses.append(mean_loss.item())
         if run is not None and (step % log_every == 0 or step == steps - 1):
-            run.log_metrics({f"{desc}/loss": loss.item(), f"{desc}/grad_norm": float(grad_norm),
+            run.log_metrics({f"{desc}/loss": mean_loss.item(), f"{desc}/grad_norm": float(grad_norm),
                              f"{desc}/lr": sched.get_last_lr()[0]}, step=step)
         if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             save(step + 1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        bar.set_postfix(loss=f"{mean_loss.item():.4f}")
+        distributed.rank_log(desc, {"step": step, "batch_seed": seed * 1_000_003 + step * 97 + accelerator.process_index})
     bar.close()
     if ema is not None:
         with torch.no_grad():

@@ -35,8 +35,16 @@ over ``hacking_window`` updates the reward rose while gold fell by more than ``h
 
 Checkpoints (LoRA, optimizer, step, RNG, curve rows) every ``checkpoint_every`` updates via
 ``rgsyn.checkpoint.Checkpointer``; a re-run resumes. Every rollout is a function of (seed, step),
-so a resumed run reproduces the uninterrupted one. Output: ``paths.rl_dir(domain, rewards)``, an adapter
-bundle (``lora/`` + ``base.json``: the cold-start bundle's path and hash; rgsyn/generator/dit.py) and the curve CSV ``paths.rl_curve(domain, rewards)``.
+so a resumed run reproduces the uninterrupted one.
+
+Several processes (`accelerate launch`): each rank rolls out a contiguous share of the update's
+identity groups (``ids_per_step`` must divide by the process count) from its own seed, the reward
+features are gathered so that every rank computes the batch-level rewards and advantages of the
+whole batch, the LoRA gradients are averaged once per optimizer step, and rank 0 writes. A
+checkpoint resumes under any process count (the LoRA and optimizer state are the same on all ranks).
+Output: ``paths.rl_dir(domain, rewards)``, an adapter bundle (``lora/`` + ``base.json``: the
+cold-start bundle's path and hash; rgsyn/generator/dit.py) and the curve CSV
+``paths.rl_curve(domain, rewards)``.
 """
 from __future__ import annotations
 
@@ -50,7 +58,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rgsyn import io, paths, tracking
+from rgsyn import distributed, io, paths, tracking
 from rgsyn.checkpoint import Checkpointer
 from rgsyn.config import Params, to_dict
 from rgsyn.errors import CheckpointError, ConfigError, TrainingDiverged
@@ -130,6 +138,17 @@ def _fixed_combined(raw: dict[str, torch.Tensor], stats: dict[str, list[float]],
     return torch.tanh(sum(float(getattr(weights, k)) * z[k] for k in REWARD_NAMES)), z
 
 
+def _merge_stats(per_rank: list[dict[str, float]]) -> dict[str, float]:
+    """One update's DPOK statistics over the ranks: the mean, and the min / max of the ratio extremes."""
+    if len(per_rank) == 1:
+        return per_rank[0]
+    out = {}
+    for k in per_rank[0]:
+        vals = [d[k] for d in per_rank]
+        out[k] = min(vals) if k == "ratio_min" else max(vals) if k == "ratio_max" else float(np.mean(vals))
+    return out
+
+
 def run(params: Params, domain: str, rewards: str) -> dict:
     rl = params.rl
     if domain not in paths.DOMAINS:
@@ -146,6 +165,7 @@ def run(params: Params, domain: str, rewards: str) -> dict:
     accelerator = make_accelerator(params.device)
     device = accelerator.device
     prec = Precision(params.compute.precision, device)
+    rank, world = accelerator.process_index, accelerator.num_processes
     seed = int(params.generator_seed)
     torch.manual_seed(seed)
 
@@ -167,6 +187,10 @@ def run(params: Params, domain: str, rewards: str) -> dict:
     eligible = well_conditioned_steps(sampler._sigma, rl.min_sigma_ratio)
     if not eligible:
         raise ConfigError(f"rl.min_sigma_ratio: {rl.min_sigma_ratio} leaves no denoising step to train on")
+    if k_ids % world:
+        raise ConfigError(f"rl.ids_per_step: {k_ids} identities per update cannot be split evenly over "
+                          f"{world} processes (each rank rolls out whole identity groups); use a multiple of {world}")
+    k_local = k_ids // world
 
     # encoders and the real reference of every identity row
     reward_enc = encoders.reward_encoder(params, domain, device)
@@ -203,18 +227,26 @@ def run(params: Params, domain: str, rewards: str) -> dict:
         t_roll = t_upd = 0.0
         n_traj = 0
         for step in tqdm(range(start, rl.steps), desc=f"rl {domain}/{rewards}", initial=start,
-                         total=rl.steps):
+                         total=rl.steps, disable=rank > 0):
             t0 = time.perf_counter()
+            # Several processes: every rank draws the same identities, rolls out its own contiguous
+            # share of whole identity groups from its own seed, and the rewards (standardised over
+            # the batch and within each group) are computed on the gathered features, on every rank.
             rng = np.random.default_rng([seed, step])
             ids = torch.from_numpy(np.sort(rng.choice(n_ids, size=k_ids, replace=False)))
             labels = ids.repeat_interleave(rl.samples_per_id)
-            g = torch.Generator(device="cpu").manual_seed(int(rng.integers(2 ** 62)))
-            traj = sampler.sample(labels, g, record=True)
+            local_ids = ids[rank * k_local:(rank + 1) * k_local]
+            lab_local = local_ids.repeat_interleave(rl.samples_per_id)
+            mine = slice(rank * lab_local.numel(), (rank + 1) * lab_local.numel())
+            roll_seed = distributed.rank_seed(int(rng.integers(2 ** 62)), rank)
+            g = torch.Generator(device="cpu").manual_seed(roll_seed)
+            traj = sampler.sample(lab_local, g, record=True)
             with torch.no_grad(), prec.autocast():
-                f_g = reward_enc.encode(traj.images).float().cpu()
+                f_g = distributed.gather_cat(reward_enc.encode(traj.images).float().cpu())
                 raw = compute_rewards(f_g, labels, ref, rl.alpha, rl.eps, rl.tau, rl.rbf_bandwidth)
                 combined, _ = combine_rewards(raw, weights)
-                gold = gold_accuracy(gold_enc.encode(traj.images).cpu(), labels, gold_ref.prototypes)
+                gold = gold_accuracy(distributed.gather_cat(gold_enc.encode(traj.images).cpu()), labels,
+                                     gold_ref.prototypes)
             for k in (*REWARD_NAMES, "exp_group"):
                 if not torch.isfinite(raw[k]).all():
                     raise TrainingDiverged(f"reward R_{k} is not finite at rl step {step} "
@@ -223,7 +255,7 @@ def run(params: Params, domain: str, rewards: str) -> dict:
                 raise TrainingDiverged(f"combined reward is not finite at rl step {step}; stopping")
             if ref_stats is None:
                 ref_stats = _reference_stats(raw)
-            adv = group_advantages(combined, labels).to(device)
+            adv = group_advantages(combined, labels)[mine].to(device)
             t1 = time.perf_counter()
             t_roll += t1 - t0
             n_traj += labels.numel()
@@ -233,9 +265,9 @@ def run(params: Params, domain: str, rewards: str) -> dict:
             n_train = len(eligible) if rl.train_timesteps <= 0 else min(len(eligible), rl.train_timesteps)
             steps_idx = sorted(eligible[j] for j in rng.choice(len(eligible), size=n_train, replace=False))
             per_step = {i: {"kl": 0.0, "clip_frac": 0.0} for i in steps_idx}
-            lab = labels.to(device)
-            n_mb = max(1, min(rl.minibatches, labels.numel()))
-            chunks = torch.from_numpy(rng.permutation(labels.numel())).chunk(n_mb)
+            lab = lab_local.to(device)
+            n_mb = max(1, min(rl.minibatches, lab_local.numel()))
+            chunks = torch.from_numpy(rng.permutation(lab_local.numel())).chunk(n_mb)
             n_terms = n_train * n_mb * rl.inner_epochs
             agg: dict[str, float] = {}
             norms = []
@@ -243,6 +275,7 @@ def run(params: Params, domain: str, rewards: str) -> dict:
                 for idx in chunks:
                     idx_d = idx.to(device)
                     optimizer.zero_grad(set_to_none=True)
+                    bad = None
                     for i in steps_idx:
                         x_t = traj.latents[i][idx].to(device)
                         x_prev = traj.latents[i + 1][idx].to(device)
@@ -253,9 +286,9 @@ def run(params: Params, domain: str, rewards: str) -> dict:
                         kl = gaussian_kl(mean, std, mean_ref, std_ref)
                         loss, st = dpok_loss(logp, traj.log_probs[i][idx].to(device), adv[idx_d],
                                              rl.clip_range, kl, rl.kl_coef)
-                        if not torch.isfinite(loss):
-                            raise TrainingDiverged(f"DPOK loss is {float(loss)} at rl step {step} "
-                                                   f"(denoising step {i}); stopping")
+                        if not torch.isfinite(loss):   # stop on every rank together, below
+                            bad = f"DPOK loss is {float(loss)} at rl step {step} (denoising step {i}); stopping"
+                            break
                         prec.backward(loss / n_train, accelerator)
                         n_i = n_mb * rl.inner_epochs
                         per_step[i]["kl"] += st["kl"] / n_i
@@ -267,6 +300,13 @@ def run(params: Params, domain: str, rewards: str) -> dict:
                                 agg[k] = max(agg.get(k, -math.inf), v)
                             else:
                                 agg[k] = agg.get(k, 0.0) + v / n_terms
+                    if distributed.any_rank(bad is not None):
+                        raise TrainingDiverged(bad or f"DPOK loss is not finite on another process at rl "
+                                                      f"step {step}; stopping")
+                    # The transformer is called through the sampler (many forward/backward passes per
+                    # optimizer step), not through a DDP wrapper: the LoRA gradients are averaged over
+                    # the ranks here, once per optimizer step.
+                    distributed.mean_gradients(lora)
                     gn = prec.step(optimizer, lora, rl.max_grad_norm, accelerator)
                     if prec.overflowed(gn):
                         continue   # fp16 loss-scale overflow: the scaler skipped this step
@@ -275,6 +315,10 @@ def run(params: Params, domain: str, rewards: str) -> dict:
                         raise TrainingDiverged(f"gradient norm is {norms[-1]} at rl step {step}; stopping")
             grad_norm = float(np.mean(norms)) if norms else math.nan
             t_upd += time.perf_counter() - t1
+            agg = _merge_stats(distributed.gather_objects(agg))
+            if distributed.rank_log_enabled():
+                distributed.rank_log("rl", {"step": step, "ids": local_ids.tolist(), "rollout_seed": roll_seed,
+                                            "lora": distributed.param_digest(lora)})
 
             fixed, z_fixed = _fixed_combined(raw, ref_stats, weights)
             row = {"step": step, "reward": float(fixed.mean()), "reward_sem": float(raw["sem"].mean()),
@@ -313,11 +357,12 @@ def run(params: Params, domain: str, rewards: str) -> dict:
                          "optimizer": optimizer.state_dict(), "step": done, "rng": torch.get_rng_state(),
                          "rows": rows, "ref_stats": ref_stats})
 
-        io.write_text(paths.rl_curve(domain, rewards), _curve_text(rows))
-        mlrun.log_artifact(paths.rl_curve(domain, rewards))
         bundle.to("cpu")
-        # the adapter and a hash-checked reference to the cold start, not a copy of the DiT
-        save_generator(bundle, paths.rl_dir(domain, rewards), base=src)
+        if distributed.is_main():   # every rank holds the same LoRA; one writes the outputs
+            io.write_text(paths.rl_curve(domain, rewards), _curve_text(rows))
+            mlrun.log_artifact(paths.rl_curve(domain, rewards))
+            # the adapter and a hash-checked reference to the cold start, not a copy of the DiT
+            save_generator(bundle, paths.rl_dir(domain, rewards), base=src)
         n_new = max(1, rl.steps - start)
         third = max(1, len(rows) // 3)
         summary = {
@@ -331,4 +376,5 @@ def run(params: Params, domain: str, rewards: str) -> dict:
         }
         mlrun.log_metrics(summary)
     ck.clear()
+    distributed.barrier()   # the outputs exist before any rank returns
     return summary
