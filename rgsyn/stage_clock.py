@@ -77,3 +77,11 @@ def finish() -> dict[str, float] | None:
         print(f"rgsyn: could not record the stage's wall time in MLflow ({type(e).__name__}: {e})", file=sys.stderr)
         return None
     return values
+
+
+def run_seconds(run, key: str) -> float:
+    """`stage.process_seconds` / `stage.startup_seconds` of an MLflow run; NaN for runs made before
+    they were recorded."""
+    metrics = getattr(run.data, "metrics", None) or {}
+    v = metrics.get(f"stage.{key}")
+    return float(v) if v is not None else float("nan")
