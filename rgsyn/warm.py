@@ -60,12 +60,12 @@ def enabled() -> bool:
 
 
 def server_key() -> str:
-    """Interpreter + sys.path + library folder mtimes: a server only runs stages for clients that
-    would import exactly its libraries."""
+    """Interpreter + library folders and their mtimes: a server only runs stages for clients that
+    would import exactly its libraries (rgsyn itself is imported afresh from the client's sys.path)."""
     parts = [sys.executable, sys.version]
     for p in sys.path:
-        parts.append(p)
-        if "site-packages" in p:
+        if "site-packages" in p or "dist-packages" in p:
+            parts.append(p)
             try:
                 parts.append(str(os.stat(p).st_mtime_ns))
             except OSError:
