@@ -18,8 +18,9 @@ DVC still runs, hashes and caches every stage on its own, with the same command,
 only the process that does the work is forked rather than started. The first stage of a session
 finds no server, starts one in the background and runs in its own process as before. The server
 exits after `RGSYN_WARM_IDLE` seconds (default 300) with no request and no running stage. Its
-key (the socket name) covers the interpreter, sys.path and the mtimes of the library folders, so
-installing a package or switching the venv or PYTHONPATH starts a new server.
+key (the socket name) covers the interpreter and the library folders with their mtimes, so
+installing a package or switching the venv starts a new server; rgsyn's own modules are imported
+afresh in every child from the client's sys.path, so edited code and another PYTHONPATH just work.
 
 `RGSYN_WARM=0` turns it off (every stage is its own cold process). Under a distributed launcher
 (`WORLD_SIZE`/`LOCAL_RANK` set) stages always run in their own process. The server never touches
