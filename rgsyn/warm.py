@@ -117,9 +117,10 @@ def start_server(path: Path) -> None:
         starting.unlink(missing_ok=True)
         return start_server(path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RGSYN_PROCESS")}
-    proc = subprocess.Popen([sys.executable, "-m", "rgsyn.warm", "--socket", str(path)], cwd="/", env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, close_fds=True)
+    with open(path.with_suffix(".log"), "ab") as log:   # one line per stage it ran
+        proc = subprocess.Popen([sys.executable, "-m", "rgsyn.warm", "--socket", str(path)], cwd="/", env=env,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True, close_fds=True)
     os.write(fd, str(proc.pid).encode())
     os.close(fd)
 
@@ -183,13 +184,16 @@ def run_stage(argv: list[str], process_start: float) -> int | None:
 # ---------------------------------------------------------------- server
 
 def _preload() -> None:
+    """Import PRELOAD (`RGSYN_WARM_PRELOAD`: a comma list instead, or `none`)."""
     import importlib
     import warnings
 
+    names = os.environ.get("RGSYN_WARM_PRELOAD")
+    names = PRELOAD if names is None else [n for n in names.split(",") if n.strip() and n != "none"]
     os.environ.setdefault("MPLBACKEND", "Agg")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name in PRELOAD:
+        for name in names:
             try:
                 importlib.import_module(name)
             except Exception:  # noqa: BLE001 - an optional library that is not installed
@@ -309,6 +313,8 @@ def serve(path: Path) -> None:
                 for fd in fds:
                     os.close(fd)
                 children[pid] = conn
+                print(f"{time.strftime('%H:%M:%S')} pid {pid}: rgsyn {' '.join(req['argv'])} in {req['cwd']}",
+                      file=sys.stderr, flush=True)
                 try:
                     conn.sendall(f"pid {pid}\n".encode())
                 except OSError:
@@ -321,6 +327,7 @@ def serve(path: Path) -> None:
                 if conn is None:
                     continue
                 rc = os.waitstatus_to_exitcode(status)
+                print(f"{time.strftime('%H:%M:%S')} pid {pid}: exit {rc}", file=sys.stderr, flush=True)
                 try:
                     conn.sendall(f"rc {rc if rc >= 0 else 128 - rc}\n".encode())
                 except OSError:
