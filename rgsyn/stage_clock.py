@@ -6,6 +6,7 @@ process start (`process_start`) and, when the stage ends, adds two metrics to th
 
   stage.process_seconds  = end of the stage - start of its process   (what DVC waited for)
   stage.startup_seconds  = start of the MLflow run - start of its process (the fixed cost before it)
+  stage.warm             = 1 when the warm server ran it, else 0
 
 Under the warm server (`rgsyn.warm`) the process DVC started is the thin client; its start time
 travels to the forked stage in `RGSYN_PROCESS_START`. When one Python process runs several stages
@@ -18,7 +19,7 @@ import os
 import sys
 import time
 
-_state: dict = {"used": False, "start": None, "run": None}
+_state: dict = {"used": False, "start": None, "run": None, "warm": False}
 
 
 def _linux_process_start() -> float | None:
@@ -40,6 +41,7 @@ def process_start() -> float:
     if _state["used"]:
         return time.time()
     _state["used"] = True
+    _state["warm"] = bool(env)
     if env:
         try:
             return float(env)
@@ -66,7 +68,8 @@ def finish() -> dict[str, float] | None:
     if run is None or start is None or "mlflow" not in sys.modules:
         return None
     now = time.time()
-    values = {"stage.process_seconds": now - start, "stage.startup_seconds": max(0.0, run[1] / 1000.0 - start)}
+    values = {"stage.process_seconds": now - start, "stage.startup_seconds": max(0.0, run[1] / 1000.0 - start),
+              "stage.warm": float(_state["warm"])}   # 1: forked by the warm server (rgsyn.warm)
     try:
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
