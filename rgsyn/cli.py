@@ -41,8 +41,17 @@ def cmd_data(args):
         summary = _stage("rgsyn.data.check:check_dataset")(args.benchmark, args.root, profile=args.profile)
         print(json.dumps(summary, indent=2, sort_keys=True))
         return 0
-    _stage("rgsyn.data.stage:run")(_params(args))
+    _run_stage("rgsyn.data.stage:run", _params(args))
     return 0
+
+
+def _run_stage(target: str, params, **kwargs) -> None:
+    """Run one pipeline stage with its fair share of threads, then record its wall time."""
+    from rgsyn import stage_clock, threads
+
+    threads.apply()
+    _stage(target)(params, **kwargs)
+    stage_clock.finish()
 
 
 def cmd_params(args):
@@ -153,14 +162,30 @@ def build_parser() -> argparse.ArgumentParser:
             if _name in ("collect", "report") and _rank0_only():
                 return 0
             kwargs = {k: v for k, v in vars(args).items() if k not in ("cmd", "params", "func")}
-            _stage(_target)(_params(args), **kwargs)
+            _run_stage(_target, _params(args), **kwargs)
             return 0
 
         p.set_defaults(func=run)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _is_stage(argv: Sequence[str]) -> bool:
+    return bool(argv) and (argv[0] in STAGES or (argv[0] == "data" and "check" not in argv[1:]))
+
+
+def main(argv: Sequence[str] | None = None, warm: bool = True) -> int:
+    """`warm`: when run as the `rgsyn` command (argv None), hand a pipeline stage to the warm
+    server (`rgsyn.warm`); called with an explicit argv (tests), always run here."""
+    from rgsyn import stage_clock
+
+    start = stage_clock.begin()
+    if argv is None and warm and _is_stage(sys.argv[1:]):
+        from rgsyn import warm as warm_server
+
+        if warm_server.enabled():
+            rc = warm_server.run_stage(sys.argv[1:], start)
+            if rc is not None:
+                return rc
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -21,7 +21,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
-from rgsyn import distributed, io
+from rgsyn import distributed, io, stage_clock
 from rgsyn.config import Params, params_hash, to_dict
 from rgsyn.errors import TrainingDiverged
 
@@ -156,6 +156,7 @@ def stage_run(params: Params, stage: str, run_name: str | None = None,
         tags["dvc_exp_name"] = key["dvc_exp"]
     tags.update(extra_tags or {})
     run = mlflow.start_run(run_name=run_name or stage, tags=tags)
+    stage_clock.note_run(run.info.run_id, run.info.start_time)
     handle = StageRun(mlflow, run)
     try:
         handle.log_params({"profile": params.profile, "params_hash": phash})

@@ -2,7 +2,13 @@
 goldens under benchmarks/<name>/golden_smoke.json instead of comparing against them."""
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Stages that tests start as `python -m rgsyn.cli ...` run in their own process, never through (or
+# starting) a warm server that would outlive the test run; tests/test_warm.py tests the server.
+os.environ.setdefault("RGSYN_WARM", "0")
 
 
 def pytest_addoption(parser):

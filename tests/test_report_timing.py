@@ -4,9 +4,10 @@ from types import SimpleNamespace as NS
 from rgsyn.report.timing import table_timing, timing_frame
 
 
-def _run(name, stage, start, end, parent="p2", status="FINISHED"):
+def _run(name, stage, start, end, parent="p2", status="FINISHED", metrics=None):
     tags = {"mlflow.runName": name, "rgsyn.stage": stage, "mlflow.parentRunId": parent}
-    return NS(info=NS(run_id=name, start_time=start, end_time=end, status=status), data=NS(tags=tags))
+    return NS(info=NS(run_id=name, start_time=start, end_time=end, status=status),
+              data=NS(tags=tags, metrics=metrics or {}))
 
 
 def test_timing_groups_sums_and_orders_by_pipeline_stage():
@@ -19,7 +20,7 @@ def test_timing_groups_sums_and_orders_by_pipeline_stage():
     assert list(df["cached"]) == [True, False, False, False, False]
     t = table_timing(df)
     rows = {r[0]: r for r in t.df.values.tolist()}
-    assert rows["train"][1:] == ["2", "40", "20.0", "30.0", "train-b"]
+    assert rows["train"][1:6] == ["2", "40", "20.0", "30.0", "train-b"]
     assert rows["prior"][2] == "120"           # 120.5 s rounds to even
     assert rows["all stages"][1:3] == ["5", "168"]
     assert any("1 of 5" in n for n in t.notes) and any("rl-x (failed)" in n for n in t.notes)
@@ -28,3 +29,15 @@ def test_timing_groups_sums_and_orders_by_pipeline_stage():
 def test_no_runs_says_not_run():
     t = table_timing(timing_frame([]))
     assert t.df.iloc[0, 1] == "not run"
+
+
+def test_dvc_wall_time_shows_the_fixed_cost_outside_the_mlflow_run():
+    runs = [_run("train-a", "train", 0, 10_000, metrics={"stage.process_seconds": 13.0, "stage.startup_seconds": 2.5}),
+            _run("train-b", "train", 0, 20_000, metrics={"stage.process_seconds": 21.0, "stage.startup_seconds": 0.5}),
+            _run("prior", "prior", 0, 4_000)]   # an older run without the record
+    t = table_timing(timing_frame(runs))
+    rows = {r[0]: r for r in t.df.values.tolist()}
+    assert rows["train"][6:] == ["34", "1.50"]
+    assert rows["prior"][6:] == ["", ""]
+    assert rows["all stages"][6:] == ["34", "1.50"]
+    assert any("1 of 3 stage runs have no recorded process wall time" in n for n in t.notes)

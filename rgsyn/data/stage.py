@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from rgsyn import io as rio
-from rgsyn import tracking
+from rgsyn import threads, tracking
 from rgsyn.config import Params
 from rgsyn.errors import DataError
 
@@ -50,7 +50,7 @@ def build_into(params: Params, out: str | os.PathLike, progress: bool = True) ->
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     tmp.mkdir()
     try:
-        workers = min(params.data.workers, os.cpu_count() or 1)
+        workers = min(params.data.workers, threads.stage_threads())
         summary = build_world(params.data, tmp, workers=workers, progress=progress)
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         if out.exists():

@@ -1,8 +1,10 @@
 """The stage timing table of the report: how long each stage of the pipeline took, from MLflow.
 
-Each stage run records its own start and end (`rgsyn.tracking.stage_run`), so the wall time of a
-stage is end - start of its newest run (`rgsyn.report` finds those runs); the process start-up
-before the run opens (importing torch, diffusers, MLflow; a few seconds) is not in it. A stage that DVC skipped because its
+Each stage run records its own start and end (`rgsyn.tracking.stage_run`), so the run time of a
+stage is end - start of its newest run (`rgsyn.report` finds those runs). The process start-up
+before the run opens (starting Python, imports, params) is not in it, so the CLI also records the
+stage's wall time as DVC saw it, process start to end (`rgsyn.stage_clock`): the "DVC wall" and
+"Start-up" columns. A stage that DVC skipped because its
 outputs were up to date keeps the time of the run that made them, and is marked "cached" when that
 run belongs to an earlier pipeline run than the newest one.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from rgsyn.report.tables import NOT_RUN, Table
+from rgsyn.stage_clock import run_seconds
 
 STAGE_ORDER = ("data", "prior", "coldstart", "encoder", "rl", "generate", "train", "collect", "report")
 
@@ -28,8 +31,10 @@ def timing_frame(runs: list, current_parent: str | None = None) -> pd.DataFrame:
                      "seconds": (r.info.end_time - r.info.start_time) / 1000.0,
                      "status": r.info.status.lower(),
                      "cached": bool(current_parent and parent != current_parent),
-                     "start": r.info.start_time})
-    df = pd.DataFrame(rows, columns=["stage", "run", "seconds", "status", "cached", "start"])
+                     "start": r.info.start_time, "process_seconds": run_seconds(r, "process_seconds"),
+                     "startup_seconds": run_seconds(r, "startup_seconds")})
+    df = pd.DataFrame(rows, columns=["stage", "run", "seconds", "status", "cached", "start", "process_seconds",
+                                     "startup_seconds"])
     rank = {s: i for i, s in enumerate(STAGE_ORDER)}
     return df.sort_values(["stage", "run"], key=lambda c: c.map(rank).fillna(99) if c.name == "stage" else c,
                           ignore_index=True)
@@ -37,18 +42,33 @@ def timing_frame(runs: list, current_parent: str | None = None) -> pd.DataFrame:
 
 def table_timing(df: pd.DataFrame) -> Table:
     """Per stage kind: number of runs, total, mean and max wall seconds; then the grand total."""
-    cols = ["Stage", "Runs", "Total (s)", "Mean (s)", "Max (s)", "Slowest run"]
+    cols = ["Stage", "Runs", "Total (s)", "Mean (s)", "Max (s)", "Slowest run", "DVC wall total (s)",
+            "Start-up mean (s)"]
+
+    def fmt(series, how, digits):
+        s = series.dropna()
+        return f"{getattr(s, how)():.{digits}f}" if len(s) else ""
+
     if df.empty:
-        return Table("timing", "Stage timing (MLflow)", pd.DataFrame([["all", NOT_RUN, "", "", "", ""]], columns=cols),
+        return Table("timing", "Stage timing (MLflow)", pd.DataFrame([["all", NOT_RUN, "", "", "", "", "", ""]],
+                                                                     columns=cols),
                      notes=["No stage runs were found in MLflow."])
     lines = []
     for stage, g in df.groupby("stage", sort=False):
         slow = g.loc[g["seconds"].idxmax()]
         lines.append([stage, str(len(g)), f"{g['seconds'].sum():.0f}", f"{g['seconds'].mean():.1f}",
-                      f"{g['seconds'].max():.1f}", str(slow["run"])])
-    lines.append(["all stages", str(len(df)), f"{df['seconds'].sum():.0f}", "", "", ""])
-    notes = ["Wall time between the start and the end of each stage's MLflow run (newest run per name); "
-             "process start-up (imports, a few seconds per stage) and DVC's own bookkeeping are not included."]
+                      f"{g['seconds'].max():.1f}", str(slow["run"]), fmt(g["process_seconds"], "sum", 0),
+                      fmt(g["startup_seconds"], "mean", 2)])
+    lines.append(["all stages", str(len(df)), f"{df['seconds'].sum():.0f}", "", "", "",
+                  fmt(df["process_seconds"], "sum", 0), fmt(df["startup_seconds"], "mean", 2)])
+    notes = ["Total/Mean/Max: wall time between the start and the end of each stage's MLflow run (newest run "
+             "per name). DVC wall: the stage's process from its start to the end of the stage, imports included, "
+             "as DVC waited for it; Start-up: from the process start to the MLflow run's start (Python, imports, "
+             "params). DVC's own hashing between stages is in neither."]
+    n_missing = int(df["process_seconds"].isna().sum())
+    if n_missing:
+        notes.append(f"{n_missing} of {len(df)} stage runs have no recorded process wall time (made by an older "
+                     "version, or run in-process by the tests); the DVC wall sums leave them out.")
     n_cached = int(df["cached"].sum())
     if n_cached:
         notes.append(f"{n_cached} of {len(df)} stage runs were made by an earlier pipeline run (DVC found "

@@ -1,0 +1,112 @@
+"""How many CPU threads one stage uses: its fair share of the cores.
+
+Several stages often run at once on one machine (`dvc queue start -j N`, two pipelines, a test run
+beside a pipeline). If each takes every core (torch's default), the cores are oversubscribed and
+every op of the small toy models waits at a thread barrier: two toy pipelines on 2 cores ran each
+stage 10-20x slower, not 2x. So every stage asks `stage_threads` once, at its start:
+
+  1. a stage's own `threads` param (`reid.threads`, `face.threads`) > 0 wins (applied by the stage);
+  2. else `RGSYN_THREADS` or `OMP_NUM_THREADS`, if set (the user or a scheduler decided);
+  3. else usable cores // stages running now: each stage registers its pid in a per-user folder
+     of the temp dir (`running_stages`), so N concurrent stages get cores/N threads each, at least 1;
+     and no more than the cores other work leaves idle (cores - the 1-minute load average, which a
+     stage that has not started computing is not yet part of), since a shared machine is busy
+     with more than rgsyn.
+
+Rule 3 is decided when a stage starts; a stage that started alone keeps its threads when a second
+one joins later (the next stage of its pipeline shares again).
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ENV_VARS = ("RGSYN_THREADS", "OMP_NUM_THREADS")
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. under `taskset` or a container)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def registry() -> Path:
+    return Path(tempfile.gettempdir()) / f"rgsyn-stages-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def register(pid: int | None = None) -> Path:
+    """Mark this process as a running stage (the mark of a dead process is ignored and removed)."""
+    d = registry()
+    d.mkdir(parents=True, exist_ok=True)
+    mark = d / str(pid or os.getpid())
+    mark.touch()
+    atexit.register(mark.unlink, missing_ok=True)
+    return mark
+
+
+def running_stages() -> int:
+    """Stages running now on this machine for this user, this one included (at least 1)."""
+    n = 0
+    for mark in registry().glob("*"):
+        try:
+            pid = int(mark.name)
+        except ValueError:
+            continue
+        if _alive(pid):
+            n += 1
+        else:
+            mark.unlink(missing_ok=True)
+    return max(n, 1)
+
+
+def _env_threads() -> int | None:
+    for var in ENV_VARS:
+        v = os.environ.get(var, "").strip()
+        if v.isdigit() and int(v) > 0:
+            return int(v)
+    return None
+
+
+def stage_threads(requested: int = 0) -> int:
+    """The thread count of one stage (rules 1-3 of the module docstring)."""
+    if requested and requested > 0:
+        return int(requested)
+    env = _env_threads()
+    if env is not None:
+        return env
+    cores = usable_cores()
+    share = cores // running_stages()
+    try:
+        idle = cores - int(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        idle = cores
+    return max(1, min(share, idle))
+
+
+def apply(requested: int = 0) -> int:
+    """Register this process, decide its threads and set them: the OMP/MKL variables (read by torch,
+    numpy and worker processes that start later) and torch's intra-op threads if torch is loaded."""
+    register()
+    n = stage_threads(requested)
+    for var in _THREAD_ENV:
+        os.environ[var] = str(n)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+    return n
