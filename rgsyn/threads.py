@@ -8,10 +8,13 @@ stage 10-20x slower, not 2x. So every stage asks `stage_threads` once, at its st
   1. a stage's own `threads` param (`reid.threads`, `face.threads`) > 0 wins (applied by the stage);
   2. else `RGSYN_THREADS` or `OMP_NUM_THREADS`, if set (the user or a scheduler decided);
   3. else usable cores // stages running now: each stage registers its pid in a per-user folder
-     of the temp dir (`running_stages`), so N concurrent stages get cores/N threads each, at least 1;
-     and no more than the cores other work leaves idle (cores - the 1-minute load average, which a
-     stage that has not started computing is not yet part of), since a shared machine is busy
-     with more than rgsyn.
+     of the temp dir (`running_stages`), so N concurrent stages get cores/N threads each, at least 1.
+
+The machine's load average is deliberately not used: a CPU op's float result can depend on its
+thread count (reductions split differently), so a thread count that followed the load of unrelated
+work would make the same params give different metrics. Rules 1-2 pin it; rule 3 depends only on
+the rgsyn stages running at the same time, which a single `dvc repro` or the smoke regression
+(one stage at a time) keeps fixed at the machine's cores.
 
 Rule 3 is decided when a stage starts; a stage that started alone keeps its threads when a second
 one joins later (the next stage of its pipeline shares again).
@@ -90,13 +93,7 @@ def stage_threads(requested: int = 0) -> int:
     env = _env_threads()
     if env is not None:
         return env
-    cores = usable_cores()
-    share = cores // running_stages()
-    try:
-        idle = cores - int(os.getloadavg()[0])
-    except (AttributeError, OSError):
-        idle = cores
-    return max(1, min(share, idle))
+    return max(1, usable_cores() // running_stages())
 
 
 def apply(requested: int = 0) -> int:

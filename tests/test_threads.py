@@ -34,8 +34,9 @@ def test_running_stages_share_the_cores(clean):
     assert not (threads.registry() / str(2 ** 22 + 12345)).exists()
 
 
-def test_busy_machine_leaves_fewer_threads(clean, monkeypatch):
-    monkeypatch.setattr(threads.os, "getloadavg", lambda: (6.5, 0.0, 0.0))
-    assert threads.stage_threads() == 2
+def test_unrelated_load_does_not_change_the_thread_count(clean, monkeypatch):
+    # the float results of CPU ops can depend on the thread count: a busy machine must not change
+    # a stage's threads (and with them its metrics); only concurrent rgsyn stages share
+    threads.register()
     monkeypatch.setattr(threads.os, "getloadavg", lambda: (20.0, 0.0, 0.0))
-    assert threads.stage_threads() == 1
+    assert threads.stage_threads() == 8
