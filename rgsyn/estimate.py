@@ -169,7 +169,7 @@ def backbone_costs(params: Params, kind: str, num_classes: int, bpe: int) -> Net
             shape = (BATCH, 3, p.height, p.width)
 
             def loss(m, x, y):
-                logits, feats = m.forward_train(x)
+                logits, feats = m(x, with_features=True)
                 return logits.float().mean() + feats.float().mean()
         else:
             from rgsyn.downstream.face import build_face_model
