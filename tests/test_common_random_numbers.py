@@ -24,7 +24,8 @@ def _reid_runs(seed: int):
                             warmup_epochs=0, syn_per_batch=4)
     real, syn = _set(8, 3, (3, 32, 16), 0), _set(8, 2, (3, 32, 16), 1)
     out = {"real": train_reid(real, 8, p, seed, progress=False)[1],
-           "syn": train_reid(real, 8, p, seed, synthetic=syn, progress=False)[1],
+           "syn": train_reid(real, 8, dataclasses.replace(p, syn_draw="batch_ids"), seed, synthetic=syn,
+                             progress=False)[1],
            "syn_uniform": train_reid(real, 8, dataclasses.replace(p, syn_draw="uniform"), seed, synthetic=syn,
                                      progress=False)[1],
            "lookahead": train_reid(real, 8, p, seed, synthetic=syn, progress=False,
