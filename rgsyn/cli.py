@@ -102,7 +102,7 @@ _stage_cmd("rl", "rgsyn.rl.stage:run", "DPOK fine-tuning with the multi-objectiv
 
 def _generate_args(p):
     p.add_argument("--benchmark", required=True, choices=TRAINED_BENCHMARKS)
-    p.add_argument("--generator", required=True, help="'cold' or 'rl-<reward variant>'")
+    p.add_argument("--generator", required=True, help="'cold', 'rl-<reward variant>' or 'oracle' (toy/smoke: the toy world itself)")
 
 
 _stage_cmd("generate", "rgsyn.generator.synthesis:run",

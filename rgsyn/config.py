@@ -45,6 +45,11 @@ class PersonWorld:
     n_cams: int = rng(2, 9, 6)               # cameras (Market: 6, CUHK03: 2)
     imgs_per_id_cam: int = rng(1, None, 2)   # images per identity per camera it appears in
     cams_per_id: int = rng(2, 9, 4)          # cameras each identity appears in
+    # real images of each TRAINING identity, spread round-robin over its cameras (0 = cams_per_id x
+    # imgs_per_id_cam, like the test identities); the real-data-size knob of the oracle sweep
+    # (benchmarks/sweep_real_size.py). The test split is drawn from its own random stream, so this
+    # never changes the query and gallery images.
+    train_imgs_per_id: int = rng(0, None, 0)
     n_distractors: int = rng(0, None, 40)    # gallery '0000' distractors (Market only)
     n_junk: int = rng(0, None, 20)           # gallery '-1' junk (Market only)
     height: int = rng(16, None, 64)
@@ -179,6 +184,11 @@ class GenerateParams:
     seed: int = rng(0, None, 0)                   # image n of identity row r uses seed (seed, r, n)
     memorisation_threshold: float = rng(-1.0, 1.0, 0.95)  # nearest-real cosine above = likely copy
     grid_identities: int = rng(1, None, 8)        # rows of the sample grid (synthetic | real)
+    # benchmarks the `oracle` generator (the toy world re-rendering the training identities with
+    # fresh nuisances: a perfect generator) runs for, benchmark -> domain; dvc.yaml iterates over
+    # it. Toy and smoke only: the paper profile sets {} (there is no world to render).
+    oracle: dict[str, str] = field(default_factory=lambda: {
+        "market1501": "persons", "cuhk03": "persons", "casia_face": "faces"})
 
 
 # ------------------------------------------------------------------------------------ rl
@@ -258,6 +268,12 @@ class ReidParams:
     triplet_features: str = one_of("normalised", "raw", default="normalised")
     random_erasing_p: float = rng(0.0, 1.0, 0.5)
     syn_per_batch: int = rng(0, None, 16)      # synthetic samples mixed into each batch
+    # which synthetic candidates a step draws: "batch_ids" (images of the identities of the step's
+    # real batch, so the batch-hard triplet finds their positives) or "uniform" (any training
+    # identity). Measured on the toy Market oracle (benchmarks/sweep_real_size.py, 3 seeds, 2/4/8
+    # real images per identity): uniform minus batch_ids = +0.5 [-7.0, +8.1], +3.0 [-8.1, +14.1],
+    # +1.4 [-3.9, +6.7] mAP points; no evidence for batch_ids, so the default stays uniform.
+    syn_draw: str = one_of("batch_ids", "uniform", default="uniform")
     eval_batch_size: int = rng(1, None, 256)
     threads: int = rng(0, None, 0)             # CPU intra-op threads while training (0 = torch default)
 
@@ -279,6 +295,7 @@ class FaceParams:
     flip_eval: bool = True
     random_erasing_p: float = rng(0.0, 1.0, 0.5)   # probability per image when a variant turns erasing on
     syn_per_batch: int = rng(0, None, 16)
+    syn_draw: str = one_of("batch_ids", "uniform", default="uniform")   # as reid.syn_draw
     threads: int = rng(0, None, 0)             # CPU intra-op threads while training (0 = torch default)
 
 
@@ -304,7 +321,7 @@ class RealVariant:
 class SynVariant:
     """A row trained on real + synthetic data."""
 
-    synthetic: str = "rl-full"   # cold | rl-<key of rl.reward_variants>
+    synthetic: str = "rl-full"   # cold | rl-<key of rl.reward_variants> | oracle (toy/smoke only)
     selection: str = one_of("none", "random", "lookahead", default="none")
     random_erasing: bool = False
 
@@ -331,6 +348,8 @@ def _default_syn_variants() -> dict[str, SynVariant]:
         "ours_no_cov": SynVariant(synthetic="rl-no_cov", selection="lookahead"),
         "ours_no_exp": SynVariant(synthetic="rl-no_exp", selection="lookahead"),
         "ours_random_sel": SynVariant(synthetic="rl-full", selection="random"),
+        # the ceiling only a procedural world gives: new renders of the training identities
+        "syn_oracle": SynVariant(synthetic="oracle"),
     }
 
 
@@ -386,8 +405,9 @@ class Params:
                           f"in syn_variants: {sorted(self.syn_variants)}")
 
     def generators(self) -> list[str]:
-        """Every synthetic generator: 'cold' and 'rl-<reward variant>'."""
-        return ["cold"] + [f"rl-{k}" for k in self.rl.reward_variants]
+        """Every synthetic generator: 'cold', 'rl-<reward variant>' and, where the toy world exists
+        (`data.world`), 'oracle'."""
+        return ["cold"] + [f"rl-{k}" for k in self.rl.reward_variants] + (["oracle"] if self.data.world else [])
 
 
 # ------------------------------------------------------------------------------- loading
@@ -456,8 +476,11 @@ def _build(cls: type, raw: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+# Trained benchmarks and their generator domain (rgsyn.paths.DOMAIN_OF without rfw_bias).
+DOMAIN_OF_TRAINED = {"market1501": "persons", "cuhk03": "persons", "casia_face": "faces"}
+
 # Mappings that an overlay replaces whole instead of merging into (their keys are row names).
-REPLACED_MAPPINGS = ("variants", "syn_variants", "reward_variants")
+REPLACED_MAPPINGS = ("variants", "syn_variants", "reward_variants", "oracle")
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -477,6 +500,11 @@ def to_dict(params: Any) -> dict:
 def from_dict(raw: dict | None) -> Params:
     params = _build(Params, raw or {})
     for name, v in params.syn_variants.items():
+        if v.synthetic == "oracle" and not params.data.world:
+            raise ConfigError(
+                f"syn_variants.{name}.synthetic: 'oracle' needs the toy world (data.world: true); with real "
+                "data there is no renderer of the training identities, so the oracle row is not applicable: "
+                f"remove syn_variants.{name}")
         if v.synthetic not in params.generators():
             raise ConfigError(
                 f"syn_variants.{name}.synthetic: value {v.synthetic!r} is not allowed; choose one of "
@@ -484,6 +512,14 @@ def from_dict(raw: dict | None) -> Params:
     both = sorted(set(params.variants) & set(params.syn_variants))
     if both:
         raise ConfigError(f"variant {both[0]!r} is defined in both variants and syn_variants")
+    if params.generate.oracle and not params.data.world:
+        raise ConfigError(f"generate.oracle: value {params.generate.oracle} is not allowed with data.world: "
+                          "false (the oracle renders the toy world); set generate.oracle: {}")
+    bad = {b: d for b, d in params.generate.oracle.items() if DOMAIN_OF_TRAINED.get(b) != d}
+    if bad:
+        b = sorted(bad)[0]
+        raise ConfigError(f"generate.oracle.{b}: value {bad[b]!r} is not allowed; expected benchmark -> domain "
+                          f"pairs from {DOMAIN_OF_TRAINED}")
     if not params.seeds:
         raise ConfigError("seeds: expected at least one seed, got []")
     return params

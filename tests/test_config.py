@@ -74,6 +74,6 @@ def test_params_command_writes_profile(tmp_path):
 def test_overlay_replaces_row_mappings_and_merges_sections():
     smoke = config.from_dict(config.profile_dict("smoke"))
     assert list(smoke.rl.reward_variants) == ["full"]          # replaced, not merged
-    assert smoke.generators() == ["cold", "rl-full"]
+    assert smoke.generators() == ["cold", "rl-full", "oracle"]
     assert smoke.rl.lr == config.Params().rl.lr                 # untouched keys keep toy values
     assert smoke.data.cuhk03.n_cams == 2 and smoke.data.cuhk03.n_train_ids == 16

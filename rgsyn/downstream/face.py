@@ -15,6 +15,7 @@ RFW per group -> accuracy per group + `rgsyn.metrics.bias_stats`.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -199,6 +200,12 @@ def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
     use_syn = synthetic is not None and len(synthetic) > 0 and p.syn_per_batch > 0
     n_cand = selector.n_candidates(p.syn_per_batch) if (use_syn and selector is not None) else p.syn_per_batch
 
+    draws = loop.CandidateDraws(synthetic.labels, p.syn_draw) if use_syn else None
+    # common-random-numbers fingerprints: equal across the variants of one seed (tests check it)
+    init_sha = hashlib.sha256()
+    loop.hash_update(init_sha, *net.state_dict().values())
+    real_sha = hashlib.sha256()
+
     start_epoch, history, n_syn_used = loop.restore(checkpointer, net, opt, sched, selector, steps_per_epoch)
 
     t0 = time.perf_counter()
@@ -206,15 +213,17 @@ def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
     step = start_epoch * steps_per_epoch
     bar = tqdm(total=total, initial=step, desc="face train", disable=not progress or rank > 0, leave=False)
     for epoch in range(start_epoch, p.epochs):
-        gen = torch.Generator().manual_seed(distributed.rank_seed(seed * 7919 + epoch, rank))
+        streams = loop.EpochStreams(seed, epoch, rank)
+        gen = streams.real_aug
         for idx in random_batches(len(train), bs, seed, epoch, rank=rank, world=world):
             x = augment(train.images[idx], gen, erasing).to(dev)
             y = train.labels[idx].to(dev)
+            loop.hash_update(real_sha, idx, x)
             used = 0
             with prec.autocast():
                 if use_syn:
-                    x, y, used = loop.mix_synthetic(acc.unwrap_model(net), x, y, synthetic, n_cand, gen,
-                                                    lambda im: augment(im, gen, erasing), selector, step, dev)
+                    x, y, used = loop.mix_synthetic(acc.unwrap_model(net), x, y, synthetic, n_cand, draws, streams,
+                                                    lambda im, g: augment(im, g, erasing), selector, step, dev)
                 logits = net(x, y)
             loss = F.cross_entropy(logits.float(), y)
             # the step's record is the mean over the ranks, so every rank sees the same (and stops together)
@@ -242,7 +251,8 @@ def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
     bar.close()
     net.eval()
     info = {"train_seconds": time.perf_counter() - t0, "history": history, "n_real": len(train),
-            "n_synthetic_used": n_syn_used, "steps": step, "completed": step >= total}
+            "n_synthetic_used": n_syn_used, "steps": step, "completed": step >= total,
+            "init_sha256": init_sha.hexdigest(), "real_stream_sha256": real_sha.hexdigest()}
     if distributed.rank_log_enabled():
         distributed.rank_log("train", {"final_params": distributed.param_digest(acc.unwrap_model(net).parameters())})
     return acc.unwrap_model(net), info

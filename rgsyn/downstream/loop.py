@@ -5,6 +5,8 @@ from typing import Callable
 
 import torch
 
+from rgsyn import distributed
+
 
 def _bare(net):
     """The model inside a DDP wrapper (checkpoints hold its plain state dict, for any process count)."""
@@ -54,12 +56,65 @@ def save(checkpointer, epoch: int, net, opt, sched, selector, history: list, n_s
     checkpointer.save(ck)
 
 
-def mix_synthetic(net, x, y, synthetic, n_cand: int, gen: torch.Generator,
-                  augment: Callable[[torch.Tensor], torch.Tensor], selector, step: int, dev):
-    """Draw `n_cand` synthetic candidates, let the selector keep some (all when it is None) and
-    append them to the real batch. Returns (x, y, number of synthetic samples used)."""
-    cidx = torch.randint(len(synthetic), (n_cand,), generator=gen)
-    xs = augment(synthetic.images[cidx]).to(dev)
+class EpochStreams:
+    """Separate random streams of one epoch (common random numbers across variants).
+
+    `real_aug` flips and crops the real batch (the stream the loops always had, so `real` rows keep
+    their numbers), `syn_draw` picks the synthetic candidates and `syn_aug` augments them; the
+    selector has its own generator (rgsyn.selection). Mixing synthetic data therefore never shifts
+    the real stream: for one seed every variant sees the same real images, augmented the same way,
+    from the same initial weights, and a paired difference between variants measures the variant."""
+
+    def __init__(self, seed: int, epoch: int, rank: int = 0):
+        # under several processes each rank gets its own streams; rank 0 keeps the single-process ones
+        base = distributed.rank_seed(seed * 7919 + epoch, rank)
+        self.real_aug = torch.Generator().manual_seed(base)
+        self.syn_draw = torch.Generator().manual_seed(base + (1 << 40))
+        self.syn_aug = torch.Generator().manual_seed(base + (2 << 40))
+
+
+class CandidateDraws:
+    """Draws synthetic candidates for a step.
+
+    rule "batch_ids": each candidate's identity is drawn uniformly from the identities of the real
+    batch that have synthetic images, then one of that identity's synthetic images uniformly; with
+    P x K batches every candidate then meets K real images of its identity, so the batch-hard
+    triplet has positives for it (with "uniform" draws over C training identities, a candidate
+    shares an identity with the batch with probability about P / C, 1/3 on the toy Market).
+    When no batch identity has synthetic images it falls back to "uniform"."""
+
+    def __init__(self, labels: torch.Tensor, rule: str):
+        self.rule, self.n = rule, len(labels)
+        self.by_label = {int(k): (labels == k).nonzero(as_tuple=True)[0] for k in torch.unique(labels)}
+
+    def draw(self, batch_labels: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+        ids = [k for k in sorted(set(batch_labels.tolist())) if k in self.by_label] if self.rule == "batch_ids" else []
+        if not ids:
+            return torch.randint(self.n, (n,), generator=gen)
+        pick = torch.randint(len(ids), (n,), generator=gen).tolist()
+        out = []
+        for j in pick:
+            pool = self.by_label[ids[j]]
+            out.append(pool[int(torch.randint(len(pool), (1,), generator=gen))])
+        return torch.stack(out)
+
+
+def hash_update(h, *tensors: torch.Tensor) -> None:
+    """Feed tensors' bytes to a hashlib object (the common-random-numbers fingerprints)."""
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+
+
+def mix_synthetic(net, x, y, synthetic, n_cand: int, draws: CandidateDraws, streams: EpochStreams,
+                  augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor], selector, step: int, dev):
+    """Draw `n_cand` synthetic candidates (`draws`, stream `syn_draw`), augment them (stream
+    `syn_aug`; torch's global RNG, which random erasing uses, is forked so that the real stream's
+    erasing is unchanged), let the selector keep some (all when it is None) and append them to the
+    real batch. Returns (x, y, number of synthetic samples used)."""
+    cidx = draws.draw(y.cpu(), n_cand, streams.syn_draw)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(1 << 62, (1,), generator=streams.syn_aug)))
+        xs = augment(synthetic.images[cidx], streams.syn_aug).to(dev)
     ys = synthetic.labels[cidx].to(dev)
     if selector is not None:
         keep = selector.select(net, (x, y), (xs, ys), step).to(dev)

@@ -1,4 +1,6 @@
-"""`rgsyn generate --benchmark B --generator cold|rl-<rewards>`: synthesise identities of B.
+"""`rgsyn generate --benchmark B --generator cold|rl-<rewards>|oracle`: synthesise identities of B.
+
+(`oracle`, toy/smoke only, is the toy world itself re-rendering the identities: rgsyn.generator.oracle.)
 
 For every training identity of B (rows of the generator's `identities.json` with that benchmark),
 `generate.per_identity` images are sampled with the stochastic DDIM + CFG sampler and written in
@@ -66,7 +68,7 @@ def generator_dir(domain: str, generator: str, params: Params) -> Path:
         return paths.coldstart_dir(domain)
     if generator.startswith("rl-") and generator[3:] in params.rl.reward_variants:
         return paths.rl_dir(domain, generator[3:])
-    raise ConfigError(f"--generator: {generator!r} is not allowed; choose 'cold' or 'rl-<name>' with "
+    raise ConfigError(f"--generator: {generator!r} is not allowed; choose 'cold', 'oracle' or 'rl-<name>' with "
                       f"<name> in rl.reward_variants {sorted(params.rl.reward_variants)}")
 
 
@@ -224,6 +226,10 @@ def sample_grid(syn_by_id: dict[str, list[str]], real_by_id: dict[str, list[str]
 
 # ------------------------------------------------------------------------------------ stage
 def run(params: Params, benchmark: str, generator: str) -> dict:
+    if generator == "oracle":   # the toy world as a perfect generator (rgsyn.generator.oracle)
+        from rgsyn.generator.oracle import run as run_oracle
+
+        return run_oracle(params, benchmark)
     if benchmark not in paths.DOMAIN_OF or benchmark == "rfw_bias":
         raise ConfigError(f"--benchmark: {benchmark!r} has no training identities to synthesise")
     domain = paths.DOMAIN_OF[benchmark]

@@ -86,6 +86,16 @@ def _pids(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.choice(np.arange(1, max(1501, n) + 1), n, replace=False)
 
 
+def _shots(cams: list, pw: PersonWorld, is_test: bool) -> list[tuple[int, int, int]]:
+    """(camera position, camera, image number at that camera) of one identity's images: every
+    camera x imgs_per_id_cam, or for a training identity with `train_imgs_per_id` that many images
+    round-robin over its cameras."""
+    if is_test or not pw.train_imgs_per_id:
+        return [(ci, cam, n) for ci, cam in enumerate(cams) for n in range(pw.imgs_per_id_cam)]
+    k = len(cams)
+    return [(i % k, cams[i % k], i // k) for i in range(pw.train_imgs_per_id)]
+
+
 def plan_persons(seed: int, world: str, pw: PersonWorld, name_fmt: str, ext: str,
                  section: str = "data.market") -> tuple[list[tuple], dict]:
     """Return ([(split_dir, file name, render args)], counts) for one person world."""
@@ -97,20 +107,22 @@ def plan_persons(seed: int, world: str, pw: PersonWorld, name_fmt: str, ext: str
     train, test = sorted(pids[:pw.n_train_ids]), sorted(pids[pw.n_train_ids:])
     entries = []
     for split_pids, is_test in ((train, False), (test, True)):
+        # the test split (and the distractors) draw from their own stream, so the training-set
+        # size (train_imgs_per_id) leaves the query and gallery images as they are
+        rng = item_rng(seed, world, "plan-test") if is_test else rng
         for pid in split_pids:
             cams = sorted(rng.choice(pw.n_cams, pw.cams_per_id, replace=False))
             seq = int(rng.integers(1, 7))
-            for ci, cam in enumerate(cams):
-                for n in range(pw.imgs_per_id_cam):
-                    if not is_test:
-                        split = "bounding_box_train"
-                    elif n == 0 and (pw.imgs_per_id_cam >= 2 or ci == 0):
-                        split = "query"    # one query per camera (Market/CUHK03 protocol)
-                    else:
-                        split = "bounding_box_test"
-                    fname = name_fmt.format(pid=f"{pid:04d}", cam=cam + 1, seq=seq,
-                                            frame=int(rng.integers(1, 9999)) * 100 + n, n=n + 1, box=1)
-                    entries.append((split, fname + ext, (int(pid), int(cam), n, "person")))
+            for ci, cam, n in _shots(cams, pw, is_test):
+                if not is_test:
+                    split = "bounding_box_train"
+                elif n == 0 and (pw.imgs_per_id_cam >= 2 or ci == 0):
+                    split = "query"    # one query per camera (Market/CUHK03 protocol)
+                else:
+                    split = "bounding_box_test"
+                fname = name_fmt.format(pid=f"{pid:04d}", cam=cam + 1, seq=seq,
+                                        frame=int(rng.integers(1, 9999)) * 100 + n, n=n + 1, box=1)
+                entries.append((split, fname + ext, (int(pid), int(cam), n, "person")))
     for role, count, pid_str in (("distractor", pw.n_distractors, "0000"), ("junk", pw.n_junk, "-1")):
         for i in range(count):
             cam = int(rng.integers(pw.n_cams))
@@ -307,3 +319,45 @@ def build_world(dp: DataParams, root: str | os.PathLike, workers: int = 1, progr
                          "faces": dp.faces.size, "prior": dp.prior.size}}
     rio.write_json(root / "summary.json", summary)
     return summary
+
+
+# ------------------------------------------------------------------------------- oracle
+ORACLE_N0 = 100000   # image numbers of oracle renders start here: far from any real image's
+
+
+def oracle_jobs(dp: DataParams, benchmark: str, per_identity: int, cuhk03_mode: str = "labeled",
+                size: tuple[int, int] | None = None) -> list[tuple[str, int, Job]]:
+    """The oracle generator: `per_identity` NEW renders of every training identity of `benchmark`
+    (market1501 | cuhk03 | casia_face), as (identity label, image number k, job). The identity
+    factors are the training identity's own (same seed, world and pid / face index); the nuisances
+    are fresh draws, because every render's random streams are keyed by its image number
+    ORACLE_N0 + k, which no real image uses. Persons: camera k-th of a random permutation of all
+    cameras (the generator has no notion of camera either); faces: the CASIA yaw range.
+    `size` = (height, width) of the renders (default: the world's size). Job paths are unset ("")."""
+    seed = dp.seed
+    out = []
+    if benchmark in ("market1501", "cuhk03"):
+        world, pw = ("market", dp.market) if benchmark == "market1501" else ("cuhk03", dp.cuhk03)
+        fmt, ext = (MARKET_NAME, ".jpg") if benchmark == "market1501" else (CUHK03_NAME, ".png")
+        box = "labeled" if benchmark == "market1501" else cuhk03_mode
+        h, w = size or (pw.height, pw.width)
+        entries, _ = plan_persons(seed, world, pw, fmt, ext)
+        pids = sorted({e[2][0] for e in entries if e[0] == "bounding_box_train"})
+        for pid in pids:
+            cams = item_rng(seed, world, "oracle-cameras", pid).permutation(pw.n_cams)
+            for k in range(per_identity):
+                cam = int(cams[k % pw.n_cams])
+                out.append((str(pid), k, Job("", "person", (world, pid, cam, ORACLE_N0 + k, h, w, "person", box))))
+        return out
+    if benchmark == "casia_face":
+        fw = dp.faces
+        groups = toy_faces.groups_for(fw.n_train_ids, fw.group_shares)
+        order = item_rng(seed, "casia", "plan").permutation(fw.n_train_ids)
+        side = (size or (fw.size, fw.size))[0]
+        for rank, idx in enumerate(order):
+            name = f"{rank + 1:07d}"
+            for k in range(per_identity):
+                out.append((name, k, _face_job("", "casia", int(idx), groups[idx], ORACLE_N0 + k, "casia",
+                                               None, side)))
+        return sorted(out, key=lambda t: (t[0], t[1]))
+    raise ConfigError(f"--benchmark: {benchmark!r} has no toy training identities to render")
