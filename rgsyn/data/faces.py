@@ -236,6 +236,11 @@ def bin_path(root: str | os.PathLike, name: str) -> Path | None:
     return None
 
 
+def is_bin_set(root: str | os.PathLike, name: str) -> bool:
+    """True when set `name` under `root` is read from an insightface `.bin` (no pairs.txt folder)."""
+    return not (Path(root) / name / "pairs.txt").is_file() and bin_path(root, name) is not None
+
+
 def read_verification(root: str | os.PathLike, name: str,
                       cache_dir: str | os.PathLike = "data/bin_cache") -> PairSet:
     """Verification set `name` (lfw, agedb, calfw, cfp_fp, cplfw) under `root` as a PairSet, from
