@@ -180,3 +180,16 @@ def test_mtcnn_finds_the_drawn_face_on_cpu():
     assert np.abs(eyes - ARCFACE_TEMPLATE[:2]).max() < 4.0
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 50, 3), dtype=np.uint8))
     assert det([noise])[0] is None
+
+
+def test_data_check_says_whether_a_face_folder_is_aligned(tmp_path):
+    from rgsyn.data.check import check_dataset
+
+    for size, aligned in (((112, 112), True), ((250, 250), False)):
+        root = tmp_path / f"casia{size[0]}"
+        for ident in ("a", "b"):
+            _save(Image.new("RGB", size, (80, 80, 80)), root / ident / "0001.jpg")
+        s = check_dataset("casia_face", root, progress=False)
+        assert s["aligned"] is aligned and s["image_sizes"] == {f"{size[0]}x{size[1]}": 2}
+        assert s["alignment"] == ("aligned (all images 112x112)" if aligned else
+                                  "not aligned: needs face.align: mtcnn")
