@@ -129,6 +129,9 @@ def _check_cuhk03(root: Path, progress: bool) -> tuple[dict, dict]:
 
 
 def _check_casia(root: Path, progress: bool) -> tuple[dict, dict]:
+    from rgsyn.data.recordio import rec_files
+
+    rec = rec_files(root)
     recs = read_id_folders(root)
     sizes = _verify_sizes([r.path for r in recs], "casia_face", progress)
     per_id: dict[str, int] = {}
@@ -137,7 +140,7 @@ def _check_casia(root: Path, progress: bool) -> tuple[dict, dict]:
     counts = {"ids": len(per_id), "images": len(recs)}
     return {**counts, "min_images_per_id": min(per_id.values()),
             "max_images_per_id": max(per_id.values()), "images_checked": len(sizes),
-            **face_alignment(sizes)}, counts
+            "format": "recordio" if rec else "id folders", **face_alignment(sizes)}, counts
 
 
 def _pairs_images(pairset) -> list[str]:

@@ -1,6 +1,7 @@
 """Face dataset readers: CASIA-WebFace-style id folders, LFW-style `pairs.txt`, insightface `.bin`.
 
-- Id folders: `<root>/<identity>/<image>.jpg`; the identity is the folder name.
+- Id folders: `<root>/<identity>/<image>.jpg`; the identity is the folder name. insightface's
+  `train.rec` / `train.idx` release is read as id folders too (rgsyn.data.recordio).
 - `pairs.txt` (LFW): a header `<folds> <n>` (n matched and n mismatched pairs per fold), then per
   fold n matched lines `name i j` and n mismatched lines `name1 i name2 j`; image i of `name` is
   `<images>/<name>/<name>_<i:04d>.jpg`. RFW's headerless pairs files are read by the same parser.
@@ -27,8 +28,14 @@ from rgsyn.errors import DataError
 # ------------------------------------------------------------------------------ id folders
 def read_id_folders(root: str | os.PathLike) -> list[FaceRecord]:
     """One record per image, sorted by (identity, file name). Files directly under root
-    (e.g. a manifest) are ignored; an identity folder without images is an error."""
+    (e.g. a manifest) are ignored; an identity folder without images is an error. A root holding
+    insightface's `train.rec` / `train.idx` is unpacked once into id folders under `.rgsyn/cache`
+    (rgsyn.data.recordio) and read from there."""
+    from rgsyn.data.recordio import rec_files, unpack_to_folders
+
     root = check_root(root, "face id-folder")
+    if rec_files(root) is not None:
+        root = unpack_to_folders(root)
     records = []
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
