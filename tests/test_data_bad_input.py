@@ -211,3 +211,17 @@ def test_paper_check_names_the_params_key(tmp_path):
     params.data.paths.market1501 = str(tmp_path / "Market-1501")
     with pytest.raises(DataError, match=r"^data.paths.market1501: market1501 root .*Market-1501 does not exist"):
         check_paths(params, progress=False)
+
+
+def test_mixed_face_sizes_under_align_none_suggest_mtcnn(tmp_path):
+    from rgsyn.data.check import require_one_size
+
+    root = tmp_path / "casia"
+    for i, size in enumerate([(250, 250), (250, 250), (112, 112)]):
+        (root / f"id{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, (90, 90, 90)).save(root / f"id{i % 2}" / f"{i:03d}.jpg")
+    summary = check_dataset("casia_face", root, progress=False)
+    assert summary["image_sizes"] == {"250x250": 2, "112x112": 1} and not summary["aligned"]
+    with pytest.raises(DataError, match=r"casia come in 2 sizes \(250x250: 2, 112x112: 1\); with "
+                                        r"face.align: none .* set face.align: mtcnn"):
+        require_one_size(summary, str(root))

@@ -217,6 +217,20 @@ def test_face_run_evaluates_five_sets_and_rfw(world, workdir):
     assert (paths.downstream_dir("casia_face", "real", 0) / "model.pt").is_file()
 
 
+def test_face_run_with_mtcnn_alignment_reports_its_counts(world, workdir):
+    """`face.align: mtcnn` through the stage: every training and evaluation image passes the
+    aligner once (raw folders) and the counts reach the run metrics."""
+    from rgsyn.downstream.stage import train_and_evaluate
+
+    p = tiny_params(world)
+    p.face = dataclasses.replace(p.face, align="mtcnn", epochs=1)
+    m = train_and_evaluate(p, "casia_face", "real", 0, progress=False)
+    assert m["n_align_total"] > m["n_real"]              # training images plus the evaluation sets
+    assert m["n_align_fallback"] + m["n_align_as_is"] + m["n_align_given"] <= m["n_align_total"]
+    assert 0.0 <= m["avg"] <= 1.0
+    assert list((workdir / ".rgsyn" / "cache").glob("landmarks-*.npz"))   # detections cached
+
+
 def test_face_random_erasing_blanks_patches_only_when_on():
     """The real_re variant's switch reaches face training: erasing zeroes a patch of the
     normalised image (value 0), flip-only augmentation never does."""
@@ -234,17 +248,17 @@ def test_face_random_erasing_blanks_patches_only_when_on():
     assert torch.all((erased == 0) | (erased == plain))        # only the patch changed, to 0
 
 
-def test_mtcnn_fallback_is_counted_not_dropped():
+def test_mtcnn_fallback_is_counted_not_dropped(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from rgsyn.downstream.face import Aligner
+    from rgsyn.data.align import FaceAligner
 
-    al = Aligner(16)
+    al = FaceAligner(cache_dir=tmp_path)       # the real MTCNN, on the CPU here
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8))
     out = al(noise)
     assert al.n_total == 1 and al.n_fallback == 1
-    assert out.size == (30, 30)   # centre crop of the short side; resized later by the loader
+    assert out.size == (112, 112)   # centre crop of the short side, at the template size
 
 
 def test_pretrained_weights_from_a_local_file(tmp_path):

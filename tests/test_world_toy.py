@@ -175,6 +175,34 @@ def test_check_dataset_passes_on_the_world(world):
     assert check_dataset("prior", root / "prior", progress=False)["classes"] == 3 + 3
 
 
+def test_data_stage_check_refuses_mixed_face_sizes_under_align_none(world, tmp_path):
+    """The paper `data` stage (check_paths): raw faces of mixed sizes pass only with align: mtcnn."""
+    import shutil
+
+    from PIL import Image
+
+    from rgsyn.data.stage import check_paths
+    from rgsyn.errors import DataError
+
+    root, _ = world
+    casia = tmp_path / "casia"
+    shutil.copytree(root / "casia", casia)
+    p = Params()
+    dp = p.data.paths
+    dp.market1501, dp.cuhk03, dp.casia_face = str(root / "market1501"), str(root / "cuhk03"), str(casia)
+    dp.verification, dp.rfw_bias = str(root / "verification"), str(root / "rfw")
+    checks = check_paths(p, progress=False)          # the toy faces are all one size
+    assert checks["casia_face"]["n_image_sizes"] == 1
+    assert checks["casia_face"]["alignment"] == "not aligned: needs face.align: mtcnn"
+    first = sorted(casia.rglob("*.png")) or sorted(casia.rglob("*.jpg"))
+    Image.open(first[0]).convert("RGB").resize((250, 250)).save(first[0])
+    with pytest.raises(DataError, match=r"data.paths.casia_face: face images under .*casia come in 2 "
+                                        r"sizes .* set face.align: mtcnn"):
+        check_paths(p, progress=False)
+    p.face.align = "mtcnn"
+    assert check_paths(p, progress=False)["casia_face"]["n_image_sizes"] == 2
+
+
 def test_prior_people_classes_are_fresh_people(world):
     """The prior's three people classes follow the shapes: persons at the person aspect, faces
     square, every image a different random identity and none of them a benchmark image."""

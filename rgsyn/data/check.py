@@ -15,7 +15,7 @@ from rgsyn.data.cuhk03 import MODES, read_cuhk03
 from rgsyn.data.faces import bin_path, read_bin, read_id_folders, read_pairs
 from rgsyn.data.images import IMAGE_SUFFIXES, decode_bytes, verify_image
 from rgsyn.data.market import check_root, read_market1501
-from rgsyn.data.rfw import read_rfw
+from rgsyn.data.rfw import read_rfw, read_rfw_landmarks
 from rgsyn.errors import DataError
 from rgsyn.paths import RFW_GROUPS, VERIFICATION_SETS
 
@@ -38,20 +38,50 @@ CHECKS = ("market1501", "cuhk03", "casia_face", "rfw_bias", "verification", "pri
 
 
 def _verify_all(paths, desc: str, progress: bool) -> int:
-    """Open and decode every image. PIL releases the GIL while decoding, so a thread pool scales
-    on the real datasets (CASIA-WebFace: ~0.5M files); results are consumed in order, so the
-    error raised is the one of the first broken file in path order."""
+    return len(_verify_sizes(paths, desc, progress))
+
+
+def _verify_sizes(paths, desc: str, progress: bool) -> list[tuple[int, int]]:
+    """Open and decode every image; their (width, height) in path order. PIL releases the GIL
+    while decoding, so a thread pool scales on the real datasets (CASIA-WebFace: ~0.5M files);
+    results are consumed in order, so the error raised is the one of the first broken file in
+    path order."""
     from concurrent.futures import ThreadPoolExecutor
 
     paths = list(paths)
     workers = min(8, os.cpu_count() or 1) if len(paths) > 512 else 1
     bar = tqdm(total=len(paths), desc=f"check {desc}", unit="img", disable=not progress, leave=False)
+    sizes = []
     with ThreadPoolExecutor(workers) as pool:
         for i in range(0, len(paths), 4096):   # bounded number of pending futures
-            for _ in pool.map(verify_image, paths[i:i + 4096]):
+            for size in pool.map(verify_image, paths[i:i + 4096]):
+                sizes.append(size)
                 bar.update()
     bar.close()
-    return len(paths)
+    return sizes
+
+
+def face_alignment(sizes) -> dict:
+    """Whether a face set looks aligned: every image at the 112x112 template size (insightface's
+    crops), else raw faces that need `face.align: mtcnn`. `image_sizes`: the five commonest."""
+    from collections import Counter
+
+    from rgsyn.data.align import ALIGNED_SIZE
+
+    count = Counter(f"{w}x{h}" for w, h in sizes)
+    aligned = bool(count) and set(count) == {f"{ALIGNED_SIZE}x{ALIGNED_SIZE}"}
+    return {"image_sizes": dict(count.most_common(5)), "n_image_sizes": len(count), "aligned": aligned,
+            "alignment": (f"aligned (all images {ALIGNED_SIZE}x{ALIGNED_SIZE})" if aligned
+                          else "not aligned: needs face.align: mtcnn")}
+
+
+def require_one_size(summary: dict, where: str) -> None:
+    """Under `face.align: none` images are only resized: a set of mixed sizes is raw faces."""
+    if summary.get("n_image_sizes", 1) > 1:
+        sizes = ", ".join(f"{k}: {v}" for k, v in summary["image_sizes"].items())
+        raise DataError(f"face images under {where} come in {summary['n_image_sizes']} sizes ({sizes}); "
+                        "with face.align: none every face must already be aligned at one size (112x112); "
+                        "set face.align: mtcnn to align them")
 
 
 def _match(counts: dict, official: dict) -> bool:
@@ -99,14 +129,18 @@ def _check_cuhk03(root: Path, progress: bool) -> tuple[dict, dict]:
 
 
 def _check_casia(root: Path, progress: bool) -> tuple[dict, dict]:
+    from rgsyn.data.recordio import rec_files
+
+    rec = rec_files(root)
     recs = read_id_folders(root)
-    n = _verify_all([r.path for r in recs], "casia_face", progress)
+    sizes = _verify_sizes([r.path for r in recs], "casia_face", progress)
     per_id: dict[str, int] = {}
     for r in recs:
         per_id[r.identity] = per_id.get(r.identity, 0) + 1
     counts = {"ids": len(per_id), "images": len(recs)}
     return {**counts, "min_images_per_id": min(per_id.values()),
-            "max_images_per_id": max(per_id.values()), "images_checked": n}, counts
+            "max_images_per_id": max(per_id.values()), "images_checked": len(sizes),
+            "format": "recordio" if rec else "id folders", **face_alignment(sizes)}, counts
 
 
 def _pairs_images(pairset) -> list[str]:
@@ -120,16 +154,20 @@ def _check_verification(root: Path, progress: bool) -> tuple[dict, dict]:
         found = bin_path(root, name)
         if (folder / "pairs.txt").is_file():
             ps = read_pairs(folder)
-            n += _verify_all(_pairs_images(ps), name, progress)
-            out["sets"][name] = {"format": "pairs.txt", **ps.counts()}
+            sizes = _verify_sizes(_pairs_images(ps), name, progress)
+            n += len(sizes)
+            out["sets"][name] = {"format": "pairs.txt", **ps.counts(), **face_alignment(sizes)}
             counts[name] = len(ps.pairs)
         elif found is not None:
             images, issame = read_bin(found)
-            for i, data in enumerate(tqdm(images, desc=f"check {name}", disable=not progress, leave=False)):
-                decode_bytes(data, f"{found} image {i}")
+            sizes = [decode_bytes(data, f"{found} image {i}").size for i, data in
+                     enumerate(tqdm(images, desc=f"check {name}", disable=not progress, leave=False))]
             n += len(images)
+            # insightface's crops: used as they are whatever their size, never aligned again
             out["sets"][name] = {"format": "bin", "pairs": len(issame), "matched": sum(issame),
-                                 "mismatched": len(issame) - sum(issame), "images": len(images)}
+                                 "mismatched": len(issame) - sum(issame), "images": len(images),
+                                 **face_alignment(sizes), "aligned": True,
+                                 "alignment": "aligned (.bin: used as it is)"}
             counts[name] = len(issame)
         else:
             raise DataError(f"verification set {name!r} is missing under {root}; expected "
@@ -146,8 +184,13 @@ def _check_rfw(root: Path, progress: bool) -> tuple[dict, dict]:
         files = sorted(p for p in data.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise DataError(f"RFW group folder {data} has no images; expected <id>/<id>_<i:04d>.jpg")
-        n += _verify_all(files, f"rfw {group}", progress)
-        out["groups"][group] = {**ps.counts(), "images_in_folder": len(files)}
+        sizes = _verify_sizes(files, f"rfw {group}", progress)
+        n += len(sizes)
+        lmk = len(read_rfw_landmarks(root, group))
+        out["groups"][group] = {**ps.counts(), "images_in_folder": len(files), **face_alignment(sizes),
+                                "landmarks": lmk}
+        if lmk and not out["groups"][group]["aligned"]:
+            out["groups"][group]["alignment"] += f" (landmarks from {group}_lmk.txt, no detection)"
         counts[group] = len(ps.pairs)
     out["images_checked"] = n
     return out, counts

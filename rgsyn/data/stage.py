@@ -71,9 +71,21 @@ def check_paths(params: Params, progress: bool = True) -> dict:
     for name in ("market1501", "cuhk03", "casia_face", "verification", "rfw_bias"):
         try:
             checks[name] = check_dataset(name, getattr(paths, name), profile=params.profile, progress=progress)
+            if params.face.align == "none":
+                _require_aligned_faces(name, getattr(paths, name), checks[name])
         except DataError as e:   # say which params key points there
             raise DataError(f"data.paths.{name}: {e}") from None
     return checks
+
+
+def _require_aligned_faces(name: str, root: str, summary: dict) -> None:
+    from rgsyn.data.check import require_one_size
+
+    if name == "casia_face":
+        require_one_size(summary, root)
+    for sub, part in {**summary.get("sets", {}), **summary.get("groups", {})}.items():
+        if part.get("format") != "bin":
+            require_one_size(part, f"{root} ({sub})")
 
 
 def run(params: Params) -> dict:

@@ -49,13 +49,16 @@ def load_images(paths: Sequence[str], size: tuple[int, int], desc: str = "images
                 transform=None) -> torch.Tensor:
     """Decode `paths` into a uint8 tensor (N, 3, H, W) resized to `size` = (H, W) (bilinear).
 
-    `transform(PIL image) -> PIL image` runs before resizing (e.g. face alignment). Without a
-    transform the decoded tensor is cached in `.rgsyn/cache`, keyed by the paths, their sizes and
-    modification times and the target size: the ~30 training stages of a run read the same
-    evaluation sets, and decoding them was ~15 s of every toy face stage."""
+    `transform` (face alignment, `rgsyn.data.align.FaceAligner`) runs before resizing:
+    `transform.prepare(paths)` once (detection, cached), then `transform(PIL image, path) -> PIL
+    image` per image. Without a transform the decoded tensor is cached in `.rgsyn/cache`, keyed by
+    the paths, their sizes and modification times and the target size: the ~30 training stages of
+    a run read the same evaluation sets, and decoding them was ~15 s of every toy face stage."""
     cache = _cache_file(paths, size) if transform is None and len(paths) else None
     if cache is not None and cache.is_file():
         return torch.load(cache, weights_only=True)
+    if transform is not None:
+        transform.prepare(paths)
     out = _decode(paths, size, transform)
     if cache is not None and distributed.is_main():   # under several processes one rank writes it
         rio.torch_save(cache, out)
@@ -70,7 +73,7 @@ def _decode(paths: Sequence[str], size: tuple[int, int], transform) -> torch.Ten
     for i, p in enumerate(paths):
         img = load_image(p)
         if transform is not None:
-            img = transform(img)
+            img = transform(img, p)
         if img.size != (w, h):
             img = img.resize((w, h), Image.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)

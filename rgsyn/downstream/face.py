@@ -6,8 +6,10 @@ stem) or, for the toy profile, `SmallResNet` (three BasicBlock stages). Head: Co
 (Wang et al., CVPR 2018): logits = s * (cos(theta_y) - m) for the true class, s * cos(theta_j) else,
 with s=64, m=0.35 by default. Optimiser: SGD with momentum, cosine decay.
 
-Alignment (`align: mtcnn`): facenet-pytorch's MTCNN crops each image to the detected face; when it
-finds none the image is centre-cropped instead and counted (`n_align_fallback`), never dropped.
+Alignment (`align: mtcnn`, `rgsyn.data.align`): the insightface 5-point similarity alignment to the
+112x112 ArcFace template, from MTCNN landmarks or the release's own (RFW `_lmk.txt`); `.bin` sets
+and images already 112x112 are used as they are; a face MTCNN misses is centre-cropped and counted
+(`n_align_fallback`), never dropped.
 
 Evaluation: embeddings (optionally the sum of the image's and its mirror's embeddings, `flip_eval`)
 on the pairs of each verification set -> `rgsyn.metrics.evaluate_verification` (10 folds);
@@ -126,37 +128,6 @@ def build_face_backbone(backbone: str, embedding_dim: int, size: int, width: int
 def build_face_model(p, num_classes: int) -> FaceNet:
     return FaceNet(build_face_backbone(p.backbone, p.embedding_dim, p.size, p.width),
                    CosFaceHead(p.embedding_dim, num_classes, p.cosface_s, p.cosface_m))
-
-
-class Aligner:
-    """facenet-pytorch MTCNN crop to `size`; centre crop (counted) when no face is found."""
-
-    def __init__(self, size: int):
-        from facenet_pytorch import MTCNN
-
-        self.size = size
-        self.mtcnn = MTCNN(image_size=size, margin=0, post_process=False, device="cpu")
-        self.n_fallback = 0
-        self.n_total = 0
-
-    def __call__(self, img):
-        from PIL import Image
-
-        self.n_total += 1
-        box = None
-        try:
-            boxes, _ = self.mtcnn.detect(img)
-            if boxes is not None and len(boxes):
-                box = boxes[0]
-        except (RuntimeError, ValueError):  # degenerate sizes inside the detector's pyramid
-            box = None
-        if box is None:
-            self.n_fallback += 1
-            w, h = img.size
-            s = min(w, h)
-            return img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-        x0, y0, x1, y1 = [int(round(v)) for v in box]
-        return img.crop((max(0, x0), max(0, y0), x1, y1)).resize((self.size, self.size), Image.BILINEAR)
 
 
 def augment(images: torch.Tensor, gen: torch.Generator, erasing: nn.Module | None = None) -> torch.Tensor:
@@ -294,16 +265,24 @@ def evaluate_face_model(net: FaceNet, verification_root: str | Path, rfw_root: s
     from rgsyn.metrics import bias_stats
     from rgsyn.paths import VERIFICATION_SETS
 
+    from rgsyn.data.faces import is_bin_set
+    from rgsyn.data.rfw import read_rfw_landmarks
+
     sets = sets or VERIFICATION_SETS
     out: dict = {}
     for name in sets:
-        r = evaluate_pairs(net, read_verification(verification_root, name), p.size, p.flip_eval, transform)
+        # insightface .bin sets are aligned already: never aligned again
+        tf = None if is_bin_set(verification_root, name) else transform
+        r = evaluate_pairs(net, read_verification(verification_root, name), p.size, p.flip_eval, tf)
         out[name] = r["accuracy"]
         out[f"{name}_std"] = r["std"]
         out[f"{name}_tar_at_far_1e-3"] = r["tar_at_far"][1e-3]
     out["avg"] = sum(out[s] for s in sets) / len(sets)
     if rfw_root is not None:
-        acc = {g: evaluate_pairs(net, ps, p.size, p.flip_eval, transform)["accuracy"]
-               for g, ps in read_rfw(rfw_root).items()}
+        acc = {}
+        for g, ps in read_rfw(rfw_root).items():
+            if transform is not None:   # the release's landmarks instead of detection, when shipped
+                transform.add_landmarks(read_rfw_landmarks(rfw_root, g))
+            acc[g] = evaluate_pairs(net, ps, p.size, p.flip_eval, transform)["accuracy"]
         out["rfw"] = bias_stats(acc)
     return out

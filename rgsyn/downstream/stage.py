@@ -147,9 +147,9 @@ def _train_and_evaluate(params, benchmark, variant, seed, run, progress, stop_af
     config = dataclasses.asdict(section)
     aligner = None
     if kind == "face" and params.face.align == "mtcnn":
-        from rgsyn.downstream.face import Aligner
+        from rgsyn.data.align import FaceAligner
 
-        aligner = Aligner(params.face.size)
+        aligner = FaceAligner()
     if kind == "reid":
         train, n_cls, query, gallery, syn = _reid_data(params, benchmark, v.synthetic)
     else:
@@ -189,8 +189,7 @@ def _train_and_evaluate(params, benchmark, variant, seed, run, progress, stop_af
                     "n_real": info["n_real"], "n_synthetic_used": info["n_synthetic_used"],
                     "n_synthetic_available": len(syn) if syn is not None else 0})
     if aligner is not None:
-        metrics["n_align_fallback"] = aligner.n_fallback
-        metrics["n_align_total"] = aligner.n_total
+        metrics.update(aligner.counts())
     if kind == "reid":
         metrics["n_ids_fewer_than_K"] = info["n_ids_short"]
     metrics = _finite_or_none(metrics)
