@@ -239,7 +239,9 @@ class EncoderParams:
 class ReidParams:
     backbone: str = one_of("resnet50", "osnet_x1_0", "osnet_x0_25", "resnet18", "vit_b16",
                            default="resnet18")
-    pretrained: str = ""                # local weights file for the backbone; "" = random init
+    # local ImageNet weights for the backbone, loaded strictly (rgsyn.downstream.pretrained): resnet50/18
+    # in torchvision's format, vit_b16 in timm's (pos_embed resampled to the input), osnet torchreid's; "" = random
+    pretrained: str = ""
     height: int = rng(16, None, 64)
     width: int = rng(8, None, 32)
     epochs: int = rng(1, None, 4)
@@ -262,6 +264,7 @@ class ReidParams:
 @dataclass
 class FaceParams:
     backbone: str = one_of("resnet50", "resnet18", "small_resnet", default="small_resnet")
+    pretrained: str = ""                # local ImageNet weights (torchvision format) for resnet50/18; "" = random
     size: int = rng(16, None, 32)
     epochs: int = rng(1, None, 8)
     batch_size: int = rng(1, None, 64)
