@@ -170,6 +170,9 @@ class ColdstartParams:
     lora: LoraParams = field(default_factory=lambda: LoraParams(rank=16, alpha=16.0, target_modules=[
         "to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "norm1.linear", "proj_out_2"]))
     checkpoint_every: int = rng(1, None, 200)
+    # side in px each domain's generator is adapted and sampled at; 0 = the prior's (toy: 32).
+    # paper: persons 256 (DiT-XL/2's own size), faces 128 (PAPER.md), i.e. 16x16 SD-VAE latents
+    image_size: dict[str, int] = field(default_factory=lambda: {"persons": 0, "faces": 0})
 
 
 @dataclass
@@ -471,6 +474,9 @@ def from_dict(raw: dict | None) -> Params:
         raise ConfigError(f"variant {both[0]!r} is defined in both variants and syn_variants")
     if not params.seeds:
         raise ConfigError("seeds: expected at least one seed, got []")
+    for domain in params.coldstart.image_size:
+        if domain not in ("persons", "faces"):
+            raise ConfigError(f"coldstart.image_size.{domain}: unknown domain; allowed keys: ['faces', 'persons']")
     return params
 
 

@@ -61,13 +61,14 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
 
 class PolicySampler:
     def __init__(self, transformer, scheduler, autoencoder, num_inference_steps: int = 10,
-                 eta: float = 1.0, guidance_scale: float = 2.0):
+                 eta: float = 1.0, guidance_scale: float = 2.0, sample_size: int | None = None):
         from diffusers import DDIMScheduler
 
         if eta <= 0:
             raise ValueError(f"sampler.eta must be > 0 for a stochastic policy, got {eta}")
         self.transformer = transformer
         self.autoencoder = autoencoder
+        self.sample_size = sample_size   # latent side; None = transformer.config.sample_size
         # own copy (set_timesteps mutates it). The last "leading" timestep is 0 unless
         # steps_offset >= 1, and a step from t=0 to alphas_cumprod[0] has zero variance.
         config = dict(scheduler.config)
@@ -165,7 +166,8 @@ class PolicySampler:
 
     def latent_shape(self, batch: int) -> tuple[int, ...]:
         cfg = self.transformer.config
-        return (batch, int(cfg.in_channels), int(cfg.sample_size), int(cfg.sample_size))
+        side = int(self.sample_size or cfg.sample_size)
+        return (batch, int(cfg.in_channels), side, side)
 
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, generator=None, record: bool = True,

@@ -238,7 +238,7 @@ def run(params: Params, benchmark: str, generator: str) -> dict:
                 for d in ids for n in range(gp.per_identity)]
         sp = params.sampler
         sampler = PolicySampler(bundle.transformer, bundle.scheduler, bundle.autoencoder,
-                                sp.num_inference_steps, sp.eta, sp.guidance_scale)
+                                sp.num_inference_steps, sp.eta, sp.guidance_scale, bundle.latent_size)
         work = WORK_ROOT / f"generate-{benchmark}-{generator}"
         state = {"sha": sha, "plan": fingerprint(plan), "sampler": to_dict(params)["sampler"],
                  "batch_size": gp.batch_size, "size": list(size)}

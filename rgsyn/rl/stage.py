@@ -153,7 +153,7 @@ def run(params: Params, domain: str, rewards: str) -> dict:
     optimizer = torch.optim.Adam(lora, lr=rl.lr)
     sp = params.sampler
     sampler = PolicySampler(transformer, bundle.scheduler, bundle.autoencoder, sp.num_inference_steps,
-                            sp.eta, sp.guidance_scale)
+                            sp.eta, sp.guidance_scale, bundle.latent_size)
     n_ids = len(bundle.identities)
     k_ids = min(rl.ids_per_step, n_ids)
 
