@@ -5,8 +5,11 @@
   fold n matched lines `name i j` and n mismatched lines `name1 i name2 j`; image i of `name` is
   `<images>/<name>/<name>_<i:04d>.jpg`. RFW's headerless pairs files are read by the same parser.
 - insightface `.bin`: a pickle of `(list of encoded images, list of issame bools)`; images 2k and
-  2k+1 form pair k. It is read with an unpickler that cannot import anything, so a malicious file
-  cannot run code: only bytes, str, numbers, bools, lists, tuples and dicts can be built.
+  2k+1 form pair k. It is read with an unpickler that imports nothing: the few globals found in
+  real files (`_codecs.encode` and `bytes()` for bytes in protocol-2 pickles written by Python 3,
+  numpy's bool scalar and `dtype` for an `issame` of `numpy.bool_`) are mapped onto small local
+  stand-ins that only rebuild bytes and bools; every other global is refused, so a malicious file
+  cannot run code.
 """
 from __future__ import annotations
 
@@ -121,11 +124,66 @@ class _Refused(pickle.UnpicklingError):
     pass
 
 
-class _NoImportUnpickler(pickle.Unpickler):
-    """Refuses every global: only built-in containers and scalars can be constructed."""
+def _latin1_encode(text, encoding="latin1", errors="strict"):
+    """`_codecs.encode(text, 'latin1')`: how Python 3 writes bytes in a protocol < 3 pickle."""
+    if not isinstance(text, str) or str(encoding).replace("-", "").lower() != "latin1":
+        raise _Refused(f"refusing _codecs.encode({type(text).__name__}, {encoding!r}); only "
+                       "latin1-encoded text (pickled bytes) is allowed")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args):
+    """`bytes()` / `bytearray()` with no argument: Python 3 writes b'' this way in protocol 2."""
+    if args:
+        raise _Refused("refusing bytes() with arguments; only the empty bytes object is allowed")
+    return b""
+
+
+class _DType:
+    """Stand-in for `numpy.dtype(name, align, copy)`; the pickled state (byte order etc.) is
+    irrelevant for a bool and ignored. Names arrive as bytes from Python 2 pickles."""
+
+    def __init__(self, name, *args):
+        self.name = name.decode("latin1") if isinstance(name, bytes) else str(name)
+
+    def __setstate__(self, state):
+        pass
+
+
+def _numpy_scalar(dtype, data=None):
+    """Stand-in for numpy's `multiarray.scalar(dtype, raw bytes)`: only a bool (`b1`) becomes a
+    Python bool; any other dtype is refused (issame never needs one)."""
+    if not isinstance(dtype, _DType) or dtype.name not in ("b1", "?", "bool"):
+        name = getattr(dtype, "name", type(dtype).__name__)
+        raise _Refused(f"refusing a numpy scalar of dtype {name!r}; only bool scalars are allowed")
+    if isinstance(data, str):        # Python 3 protocol 0/1 text form
+        data = data.encode("latin1")
+    if not isinstance(data, (bytes, bytearray)) or len(data) != 1:
+        raise _Refused("refusing a numpy bool scalar whose data is not one byte")
+    return data[0] != 0
+
+
+# (module, name) -> local stand-in: the whole allow-list of globals a `.bin` may name
+_ALLOWED_GLOBALS = {
+    ("_codecs", "encode"): _latin1_encode,
+    ("builtins", "bytes"): _empty_bytes,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytearray"): _empty_bytes,
+    ("__builtin__", "bytearray"): _empty_bytes,
+    ("numpy", "dtype"): _DType,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+}
+
+
+class _AllowListUnpickler(pickle.Unpickler):
+    """Imports nothing: each global must be on `_ALLOWED_GLOBALS` and resolves to its stand-in."""
 
     def find_class(self, module, name):
-        raise _Refused(f"refusing to load {module}.{name}")
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise _Refused(f"refusing to load {module}.{name}") from None
 
 
 def read_bin(path: str | os.PathLike) -> tuple[list[bytes], list[bool]]:
@@ -135,10 +193,11 @@ def read_bin(path: str | os.PathLike) -> tuple[list[bytes], list[bool]]:
         raise DataError(f"verification file {path} does not exist; expected an insightface .bin")
     data = path.read_bytes()
     try:
-        obj = _NoImportUnpickler(io.BytesIO(data), encoding="bytes").load()
+        obj = _AllowListUnpickler(io.BytesIO(data), encoding="bytes").load()
     except _Refused as e:
         raise DataError(f"verification file {path} was refused: {e}; expected a pickle of "
-                        "(list of image bytes, list of bools) that imports nothing") from None
+                        "(list of image bytes, list of bools) naming no global outside the allow-list "
+                        "(_codecs.encode, bytes, numpy's bool scalar and dtype)") from None
     except Exception as e:  # truncated or not a pickle at all
         raise DataError(f"verification file {path} is not a readable pickle ({type(e).__name__}: {e}); "
                         "expected an insightface .bin") from None
