@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -129,6 +130,8 @@ def paper_run(releases, tmp_path_factory):
     for paper in (REPO / "benchmarks").glob("*/paper.yaml"):
         (work / "benchmarks" / paper.parent.name).mkdir(parents=True, exist_ok=True)
         (work / "benchmarks" / paper.parent.name / "paper.yaml").write_text(paper.read_text())
+    # the stages depend on the package's source folders, as in a clone
+    shutil.copytree(REPO / "rgsyn", work / "rgsyn", ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=work, check=True)
     # hardlinks: the ResNet-50 outputs are ~100 MB each, a copy into the cache would double them
     subprocess.run([sys.executable, "-m", "dvc", "config", "cache.type", "hardlink,copy"], cwd=work, check=True)
