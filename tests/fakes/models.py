@@ -12,8 +12,10 @@
   `blocks.0.attn.qkv.weight`, ..., `head.weight` with 1000 classes).
 
 The backbones have the real architecture at the real shapes: strict loading compares every key and
-shape, so a narrower stand-in would not exercise it. Written as safetensors (the format the hub
-serves); random weights, so the files compress nothing and cost their full size (ResNet-50 ~98 MB).
+shape, so a narrower stand-in would not exercise it, and a width parameter would be a code path the
+real files never take. Measured on a 2-core CPU: the ResNet-50 file (98 MB) is built and written in
+0.7 s, the ViT-B/16 one (346 MB) in 2.5 s, so both are made by the tests themselves. Written as
+safetensors; random weights.
 """
 from __future__ import annotations
 
