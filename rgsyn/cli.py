@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "datasets (paper); `data check` checks one folder"))
     data_sub = data.add_subparsers(dest="data_cmd")
     check = data_sub.add_parser("check", help="check a dataset folder and print a JSON summary")
-    check.add_argument("--benchmark", required=True, choices=BENCHMARKS)
+    # verification: the folder of LFW/AgeDB/CALFW/CFP-FP/CPLFW (pairs.txt folders or insightface .bin)
+    check.add_argument("--benchmark", required=True, choices=[*BENCHMARKS, "verification"])
     check.add_argument("--root", required=True, help="the unpacked dataset folder")
     check.add_argument("--profile", default="paper", choices=["toy", "smoke", "paper"],
                        help="paper: compare counts with the official ones (default)")

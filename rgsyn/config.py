@@ -175,6 +175,9 @@ class ColdstartParams:
     lora: LoraParams = field(default_factory=lambda: LoraParams(rank=16, alpha=16.0, target_modules=[
         "to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "norm1.linear", "proj_out_2"]))
     checkpoint_every: int = rng(1, None, 200)
+    # side in px each domain's generator is adapted and sampled at; 0 = the prior's (toy: 32).
+    # paper: persons 256 (DiT-XL/2's own size), faces 128 (PAPER.md), i.e. 16x16 SD-VAE latents
+    image_size: dict[str, int] = field(default_factory=lambda: {"persons": 0, "faces": 0})
 
 
 @dataclass
@@ -252,7 +255,9 @@ class EncoderParams:
 class ReidParams:
     backbone: str = one_of("resnet50", "osnet_x1_0", "osnet_x0_25", "resnet18", "vit_b16",
                            default="resnet18")
-    pretrained: str = ""                # local weights file for the backbone; "" = random init
+    # local ImageNet weights for the backbone, loaded strictly (rgsyn.downstream.pretrained): resnet50/18
+    # in torchvision's format, vit_b16 in timm's (pos_embed resampled to the input), osnet torchreid's; "" = random
+    pretrained: str = ""
     height: int = rng(16, None, 64)
     width: int = rng(8, None, 32)
     epochs: int = rng(1, None, 4)
@@ -281,6 +286,7 @@ class ReidParams:
 @dataclass
 class FaceParams:
     backbone: str = one_of("resnet50", "resnet18", "small_resnet", default="small_resnet")
+    pretrained: str = ""                # local ImageNet weights (torchvision format) for resnet50/18; "" = random
     size: int = rng(16, None, 32)
     epochs: int = rng(1, None, 8)
     batch_size: int = rng(1, None, 64)
@@ -522,6 +528,9 @@ def from_dict(raw: dict | None) -> Params:
                           f"pairs from {DOMAIN_OF_TRAINED}")
     if not params.seeds:
         raise ConfigError("seeds: expected at least one seed, got []")
+    for domain in params.coldstart.image_size:
+        if domain not in ("persons", "faces"):
+            raise ConfigError(f"coldstart.image_size.{domain}: unknown domain; allowed keys: ['faces', 'persons']")
     return params
 
 

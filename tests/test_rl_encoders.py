@@ -54,3 +54,38 @@ def test_open_clip_missing_or_wrong_checkpoint(tiny_clip, tmp_path):
     torch.save({"visual.conv1.weight": torch.zeros(1)}, bad)
     with pytest.raises(CheckpointError, match="does not fit"):
         load_encoder("open_clip", bad, open_clip_model="rgsyn-tiny-clip")
+
+
+class _MeanEncoder(torch.nn.Module):
+    """Records the batches it sees; features = per-channel means (so values can be checked)."""
+
+    input_size = (20, 10)
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def encode(self, images):
+        self.seen.append((tuple(images.shape), images.dtype))
+        return images.mean(dim=(2, 3))
+
+
+def test_real_features_reads_mixed_sizes_at_the_encoder_input(tmp_path):
+    """CUHK03-NP's boxes vary in size: each image is resized as it is read, in small batches."""
+    from PIL import Image
+
+    from rgsyn.rl.encoders import load_images, real_features
+
+    paths = []
+    for i, (w, h, colour) in enumerate([(60, 140, (255, 0, 0)), (64, 128, (0, 255, 0)), (41, 173, (0, 0, 255))]):
+        p = tmp_path / f"{i}.png"
+        Image.new("RGB", (w, h), colour).save(p)
+        paths.append(str(p))
+    u8 = load_images(paths, (20, 10))
+    assert u8.dtype == torch.uint8 and u8.shape == (3, 3, 20, 10)
+    enc = _MeanEncoder()
+    feats = real_features(enc, [paths[:2], paths[2:]], batch_size=2)
+    assert [f.shape for f in feats] == [(2, 3), (1, 3)]
+    torch.testing.assert_close(feats[0], torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]))
+    torch.testing.assert_close(feats[1], torch.tensor([[0, 0, 1.0]]))
+    assert enc.seen == [((2, 3, 20, 10), torch.float32), ((1, 3, 20, 10), torch.float32)]

@@ -21,6 +21,8 @@ COLOURS = [(220, 40, 40), (40, 200, 60), (50, 60, 230)]
 class ColourEncoder(torch.nn.Module):
     """A fixed random projection of channel means/stds: enough to tell the toy identities apart."""
 
+    input_size = (16, 16)
+
     def __init__(self, seed):
         super().__init__()
         g = torch.Generator().manual_seed(seed)

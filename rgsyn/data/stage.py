@@ -24,6 +24,10 @@ WORLD_FOLDERS = {"market1501": "market1501", "cuhk03": "cuhk03", "casia": "casia
                  "verification": "verification", "rfw": "rfw_bias", "prior": "prior"}
 
 
+# the data.paths entries whose training stages start from a pretrained backbone
+PRETRAINED_USERS = ("market1501", "cuhk03", "casia_face")
+
+
 def _flat_counts(counts: dict, prefix: str = "") -> dict[str, float]:
     out = {}
     for k, v in counts.items():
@@ -88,6 +92,27 @@ def _require_aligned_faces(name: str, root: str, summary: dict) -> None:
             require_one_size(part, f"{root} ({sub})")
 
 
+def check_pretrained(params: Params) -> dict:
+    """Load every configured backbone weights file into its backbone, strictly, before any stage
+    trains on it: a wrong file fails here, in the first minute, with the file and the bad keys.
+    Returns {"reid": {...}, "face": {...}} with each file's path, size and sha256 ({} when unset)."""
+    from rgsyn.downstream.face import build_face_model
+    from rgsyn.downstream.reid import build_reid_model
+
+    out = {}
+    for section, build in (("reid", lambda p: build_reid_model(p.backbone, 2, p.height, p.width, p.pretrained)),
+                           ("face", lambda p: build_face_model(p, 2))):
+        p = getattr(params, section)
+        if not p.pretrained:
+            out[section] = {}
+            continue
+        build(p)   # raises CheckpointError naming the file, the first bad keys and the expected shapes
+        f = Path(p.pretrained)
+        out[section] = {"path": str(f), "backbone": p.backbone, "bytes": f.stat().st_size,
+                        "sha256": rio.file_sha256(f)}
+    return out
+
+
 def run(params: Params) -> dict:
     dp = params.data
     with tracking.stage_run(params, "data") as run:
@@ -105,15 +130,20 @@ def run(params: Params) -> dict:
             print(f"toy world: {summary['n_images']} images in {seconds:.1f} s -> {dp.out}")
             return summary
         checks = check_paths(params)
+        weights = check_pretrained(params)
         seconds = time.perf_counter() - t0
         report = {"profile": params.profile, "paths": dataclasses.asdict(dp.paths), "checks": checks,
-                  "check_seconds": seconds}
+                  "pretrained": weights, "check_seconds": seconds}
         out = Path(dp.out) / "check.json"
         rio.write_json(out, report)
         # dvc.yaml declares one output per toy set; in the paper profile each holds its check
         # summary, so `dvc repro` has its outputs and later stages re-run when a check changes.
+        # The weights files live outside the repo, so their hashes ride in the folders the encoder and
+        # training stages depend on: a changed file re-runs what trained on it.
         for folder, name in WORLD_FOLDERS.items():
-            rio.write_json(Path(dp.out) / folder / "check.json", checks.get(name, {"checked": False}))
+            pre = weights["face" if name == "casia_face" else "reid"] if name in PRETRAINED_USERS else {}
+            rio.write_json(Path(dp.out) / folder / "check.json",
+                           {**checks.get(name, {"checked": False}), **({"pretrained": pre} if pre else {})})
         rio.write_json(Path(dp.out) / "summary.json", {"profile": params.profile, "checks": checks})
         run.log_metrics({"check_seconds": seconds,
                          **{f"{b}.official_match": float(bool(c["official_match"]))

@@ -69,7 +69,9 @@ def _build(kind: str, config: dict, num_classes: int) -> nn.Module:
         from rgsyn.downstream.face import build_face_model
 
         fields = {f.name for f in dataclasses.fields(FaceParams)}
-        return build_face_model(FaceParams(**{k: v for k, v in config.items() if k in fields}), num_classes)
+        # the saved state dict holds every weight; the pretrained file is not needed (nor read) here
+        return build_face_model(FaceParams(**{k: v for k, v in config.items() if k in fields}), num_classes,
+                                pretrained="")
     raise CheckpointError(f"unknown encoder kind {kind!r}")
 
 

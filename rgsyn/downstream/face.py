@@ -125,9 +125,19 @@ def build_face_backbone(backbone: str, embedding_dim: int, size: int, width: int
     raise CheckpointError(f"face.backbone: unknown backbone {backbone!r}")
 
 
-def build_face_model(p, num_classes: int) -> FaceNet:
-    return FaceNet(build_face_backbone(p.backbone, p.embedding_dim, p.size, p.width),
-                   CosFaceHead(p.embedding_dim, num_classes, p.cosface_s, p.cosface_m))
+def build_face_model(p, num_classes: int, pretrained: str | None = None) -> FaceNet:
+    """`pretrained`: a local ImageNet weights file (torchvision format) for the ResNet backbones;
+    None = `p.pretrained`, "" = random init."""
+    backbone = build_face_backbone(p.backbone, p.embedding_dim, p.size, p.width)
+    pretrained = p.pretrained if pretrained is None else pretrained
+    if pretrained:
+        from rgsyn.downstream import pretrained as pt
+
+        if not isinstance(backbone, _TorchvisionEmbedding):
+            raise CheckpointError(f"face.pretrained: the {p.backbone} backbone has no ImageNet weights "
+                                  "format; use resnet50/resnet18 or leave face.pretrained empty")
+        pt.load_pretrained(backbone.net, pretrained, pt.TORCHVISION_RESNET_FACE, "face.pretrained")
+    return FaceNet(backbone, CosFaceHead(p.embedding_dim, num_classes, p.cosface_s, p.cosface_m))
 
 
 def augment(images: torch.Tensor, gen: torch.Generator, erasing: nn.Module | None = None) -> torch.Tensor:

@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import math
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -33,37 +32,6 @@ from rgsyn.errors import CheckpointError, TrainingDiverged
 from rgsyn.precision import Precision
 
 TORCHREID_BACKBONES = ("resnet50", "osnet_x1_0", "osnet_x0_25", "resnet18")
-
-
-def load_state_file(path: str | Path) -> dict:
-    """A state dict from a local .safetensors or torch file, never executing code."""
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"pretrained weights {p} do not exist (give a local file or '')")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(p))
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - unsafe or corrupt pickle
-        raise CheckpointError(f"{p}: cannot be loaded as plain weights ({type(e).__name__}: {e})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{p}: expected a state dict, got {type(state).__name__}")
-    return state
-
-
-def load_matching(model: nn.Module, state: dict, what: str) -> int:
-    """Load the entries whose names and shapes match (the classifier usually differs); returns count."""
-    own = model.state_dict()
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not keep:
-        raise CheckpointError(f"{what}: no parameter matches the model by name and shape")
-    model.load_state_dict(keep, strict=False)
-    return len(keep)
 
 
 class _TimmReid(nn.Module):
@@ -126,8 +94,13 @@ def build_reid_model(backbone: str, num_classes: int, height: int, width: int, p
     else:
         raise CheckpointError(f"reid.backbone: unknown backbone {backbone!r}")
     if pretrained:
-        load_matching(net.backbone if isinstance(net, _TimmReid) else net, load_state_file(pretrained),
-                      f"reid.pretrained {pretrained}")
+        from rgsyn.downstream import pretrained as pt
+
+        if isinstance(net, _TimmReid):
+            pt.load_pretrained(net.backbone, pretrained, pt.TIMM_VIT, "reid.pretrained")
+        else:
+            fmt = pt.TORCHREID_OSNET if backbone.startswith("osnet") else pt.TORCHVISION_RESNET_REID
+            pt.load_pretrained(net, pretrained, fmt, "reid.pretrained")
     return ReidNet(net)
 
 

@@ -23,7 +23,7 @@ import torch
 from rgsyn import distributed, paths, tracking
 from rgsyn.checkpoint import Checkpointer
 from rgsyn.config import Params, to_dict
-from rgsyn.errors import CheckpointError, DataError
+from rgsyn.errors import CheckpointError, ConfigError, DataError
 from rgsyn.generator import dit
 from rgsyn.generator.datasets import domain_set
 from rgsyn.generator.training import resolve_device, train_denoising
@@ -55,6 +55,13 @@ def run(params: Params, domain: str) -> None:
         if dit.has_lora(bundle.transformer):
             raise CheckpointError(f"{paths.prior_dir()}: the prior bundle carries a LoRA adapter; "
                                   "expected a plain DiT prior")
+        side = cp.image_size.get(domain, 0)
+        if side:
+            step = int(bundle.autoencoder.downscale) * int(bundle.transformer.config.patch_size)
+            if side % step:
+                raise ConfigError(f"coldstart.image_size.{domain}: {side} px is not a multiple of {step} "
+                                  "(autoencoder downscale x DiT patch size)")
+            bundle.sample_size = side // int(bundle.autoencoder.downscale)
         data = domain_set(params, domain, bundle.image_size)
         check_identities(data.identities, data.labels, f"{domain} training set")
         n_ids = len(data.identities)

@@ -145,11 +145,16 @@ def build_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "squar
                          prediction_type=prediction_type, timestep_spacing="leading", steps_offset=1)
 
 
-def _policy_scheduler(scheduler):
+def _policy_scheduler(scheduler, latent: bool = False):
+    """The scheduler as the sampler policy needs it. `latent`: the DiT works in VAE latent space,
+    where x0 is not bounded to [-1, 1], so x0 is never clipped, whatever the hub config says (the
+    DDIM default `clip_sample=True` would cut the SD VAE's latents, whose scaled range is ~[-4, 4])."""
     from diffusers import DDIMScheduler
 
     config = dict(scheduler.config)
     config["set_alpha_to_one"] = False
+    if latent:
+        config["clip_sample"] = False
     return DDIMScheduler.from_config(config)
 
 
@@ -329,10 +334,18 @@ class GeneratorBundle:
     autoencoder: nn.Module
     identities: list[dict] = field(default_factory=list)
     path: Path | None = None
+    # latent side the generator samples at; None = the transformer's config.sample_size. DiT-XL/2
+    # keeps its config (256 px, 32x32 latents: the base of its sin-cos position grid) while faces
+    # are generated at 128 px (16x16 latents); diffusers' PatchEmbed then interpolates that grid.
+    sample_size: int | None = None
+
+    @property
+    def latent_size(self) -> int:
+        return int(self.sample_size or self.transformer.config.sample_size)
 
     @property
     def image_size(self) -> int:
-        return int(self.transformer.config.sample_size) * int(self.autoencoder.downscale)
+        return self.latent_size * int(self.autoencoder.downscale)
 
     def to(self, device):
         self.transformer.to(device)
@@ -449,7 +462,8 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     transformer = load_transformer(path, subfolder="transformer",
                                    in_channels=autoencoder.latent_channels)
     if (path / "scheduler").is_dir():
-        scheduler = _policy_scheduler(DDIMScheduler.from_pretrained(path, subfolder="scheduler"))
+        scheduler = _policy_scheduler(DDIMScheduler.from_pretrained(path, subfolder="scheduler"),
+                                      latent=autoencoder.kind == "vae")
     else:
         raise CheckpointError(f"{path}: missing scheduler/ (DDIMScheduler config)")
     identities = io.read_json(path / "identities.json") if (path / "identities.json").is_file() else []
@@ -459,7 +473,9 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     if (path / "lora").is_dir():
         _load_lora(transformer, path / "lora")
     transformer.eval()
-    bundle = GeneratorBundle(transformer, scheduler, autoencoder, identities, path)
+    side = int(meta.get("image_size", 0)) // int(autoencoder.downscale)
+    bundle = GeneratorBundle(transformer, scheduler, autoencoder, identities, path,
+                             sample_size=side if side and side != transformer.config.sample_size else None)
     return bundle.to(device)
 
 

@@ -36,7 +36,8 @@ def load_pretrained(pp) -> dit.GeneratorBundle:
     except (OSError, ValueError):
         # DiT was trained with a linear beta schedule over 1000 steps (Peebles & Xie 2023)
         scheduler = dit.build_scheduler(pp.num_train_timesteps, beta_schedule="linear", clip_sample=False)
-    return dit.GeneratorBundle(transformer, dit._policy_scheduler(scheduler), autoencoder)
+    return dit.GeneratorBundle(transformer, dit._policy_scheduler(scheduler, latent=autoencoder.kind == "vae"),
+                               autoencoder)
 
 
 def build_toy(pp, n_classes: int) -> dit.GeneratorBundle:

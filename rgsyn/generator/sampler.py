@@ -70,7 +70,7 @@ def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
 class PolicySampler:
     def __init__(self, transformer, scheduler, autoencoder, num_inference_steps: int = 10,
                  eta: float = 1.0, guidance_scale: float = 2.0, precision: str | Precision = "fp32",
-                 compile: bool = False):
+                 compile: bool = False, sample_size: int | None = None):
         from diffusers import DDIMScheduler
 
         if eta <= 0:
@@ -79,6 +79,7 @@ class PolicySampler:
         self._forward = maybe_compile(transformer, compile)
         self.autoencoder = autoencoder
         self.precision = precision if isinstance(precision, Precision) else Precision(precision, self.device)
+        self.sample_size = sample_size   # latent side; None = transformer.config.sample_size
         # own copy (set_timesteps mutates it). The last "leading" timestep is 0 unless
         # steps_offset >= 1, and a step from t=0 to alphas_cumprod[0] has zero variance.
         config = dict(scheduler.config)
@@ -177,7 +178,8 @@ class PolicySampler:
 
     def latent_shape(self, batch: int) -> tuple[int, ...]:
         cfg = self.transformer.config
-        return (batch, int(cfg.in_channels), int(cfg.sample_size), int(cfg.sample_size))
+        side = int(self.sample_size or cfg.sample_size)
+        return (batch, int(cfg.in_channels), side, side)
 
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, generator=None, record: bool = True,

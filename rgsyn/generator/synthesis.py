@@ -262,7 +262,7 @@ def run(params: Params, benchmark: str, generator: str) -> dict:
         sampler = PolicySampler(bundle.transformer, bundle.scheduler, bundle.autoencoder,
                                 sp.num_inference_steps, sp.eta, sp.guidance_scale,
                                 precision=Precision(params.compute.precision, device),
-                                compile=params.compute.compile)
+                                compile=params.compute.compile, sample_size=bundle.latent_size)
         work = WORK_ROOT / f"generate-{benchmark}-{generator}"
         state = {"sha": sha, "plan": fingerprint(plan), "sampler": to_dict(params)["sampler"],
                  "batch_size": gp.batch_size, "size": list(size)}

@@ -1,7 +1,8 @@
 """Feature encoders for the rewards and the identity reference (prototypes = mean real features).
 
 Every encoder has one method, ``encode(images) -> (B, D)`` L2-normalised features, for images
-(B, 3, H, W) float in [0, 1] of any size (the encoder resizes and normalises itself).
+(B, 3, H, W) float in [0, 1] of any size (the encoder resizes and normalises itself), and says its
+``input_size`` (H, W): the real reference images are read at that size (``real_features``).
 
 - ``identity_model`` (default): the recognition model trained on the real training split
   (``rgsyn.downstream.encoder.load_identity_encoder``), at ``paths.encoder_path(domain, "reward")``.
@@ -41,6 +42,7 @@ class OpenClipEncoder(nn.Module):
         self.model = model
         size = model.visual.image_size
         self.size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        self.input_size = self.size
         cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
         mean = cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)
         std = cfg.get("std", open_clip.OPENAI_DATASET_STD)
@@ -125,29 +127,49 @@ def identity_image_paths(params, domain: str, identities: list[dict]) -> list[li
     return out
 
 
-def load_images(image_paths: list[str], size: tuple[int, int] | None = None) -> Tensor:
-    """Read images as a (N, 3, H, W) float tensor in [0, 1] (resized to ``size`` = (H, W) if given)."""
+def input_size(encoder) -> tuple[int, int]:
+    """(H, W) the encoder feeds its network (it resizes anything else itself)."""
+    size = getattr(encoder, "input_size", None) or getattr(encoder, "size", None)
+    if size is None:
+        raise CheckpointError(f"{type(encoder).__name__} does not say its input size")
+    return int(size[0]), int(size[1])
+
+
+def load_images(image_paths: list[str], size: tuple[int, int]) -> Tensor:
+    """Read images as a (N, 3, H, W) uint8 tensor, each resized to ``size`` = (H, W) as it is read.
+
+    Real sets mix sizes (CUHK03-NP's boxes are cropped as detected), so they cannot be stacked at
+    native size; and at native size in fp32 a 50k-image CASIA subset would need ~37 GB."""
     import numpy as np
+    from PIL import Image
 
     from rgsyn.data.images import load_image
 
-    out = []
-    for p in image_paths:
+    h, w = size
+    out = torch.empty((len(image_paths), 3, h, w), dtype=torch.uint8)
+    for i, p in enumerate(image_paths):
         img = load_image(p)
-        if size is not None and img.size != (size[1], size[0]):
-            img = img.resize((size[1], size[0]))
-        out.append(torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1))
-    return torch.stack(out).float() / 255.0
+        if img.size != (w, h):
+            img = img.resize((w, h), Image.BILINEAR)
+        out[i] = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return out
 
 
 def real_features(encoder, image_paths: list[list[str]], max_per_identity: int = 0,
-                  size: tuple[int, int] | None = None) -> list[Tensor]:
-    """Encoded real images of every identity row (the first ``max_per_identity`` if > 0)."""
+                  size: tuple[int, int] | None = None, batch_size: int = 256) -> list[Tensor]:
+    """Encoded real images of every identity row (the first ``max_per_identity`` if > 0).
+
+    Images are streamed: ``batch_size`` at a time are read at the encoder's input size (``size``
+    overrides it) as uint8 and encoded, so host memory holds one batch of images plus the
+    (N, D) fp32 features, whatever N is."""
     flat, owner = [], []
     for i, ps in enumerate(image_paths):
         ps = ps[:max_per_identity] if max_per_identity > 0 else ps
         flat += ps
         owner += [i] * len(ps)
-    feats = encode_images(encoder, load_images(flat, size))
+    size = size or input_size(encoder)
+    chunks = [encode_images(encoder, load_images(flat[i:i + batch_size], size).float() / 255.0, batch_size)
+              for i in range(0, len(flat), batch_size)]
+    feats = torch.cat(chunks) if chunks else torch.zeros(0, 0)
     owner_t = torch.tensor(owner)
     return [feats[owner_t == i] for i in range(len(image_paths))]

@@ -181,7 +181,8 @@ def run(params: Params, domain: str, rewards: str) -> dict:
     optimizer = torch.optim.Adam(lora, lr=rl.lr)
     sp = params.sampler
     sampler = PolicySampler(transformer, bundle.scheduler, bundle.autoencoder, sp.num_inference_steps,
-                            sp.eta, sp.guidance_scale, precision=prec, compile=params.compute.compile)
+                            sp.eta, sp.guidance_scale, precision=prec, compile=params.compute.compile,
+                            sample_size=bundle.latent_size)
     n_ids = len(bundle.identities)
     k_ids = min(rl.ids_per_step, n_ids)
     eligible = well_conditioned_steps(sampler._sigma, rl.min_sigma_ratio)
