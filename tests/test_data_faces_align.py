@@ -180,6 +180,12 @@ def test_mtcnn_finds_the_drawn_face_on_cpu():
     assert np.abs(eyes - ARCFACE_TEMPLATE[:2]).max() < 4.0
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 50, 3), dtype=np.uint8))
     assert det([noise])[0] is None
+    # a bf16 stage (compute.precision) evaluates inside autocast: the detector must still run in fp32
+    import torch
+
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        under_bf16 = det([moved])[0]
+    np.testing.assert_allclose(under_bf16, found, atol=1e-4)
 
 
 def test_data_check_says_whether_a_face_folder_is_aligned(tmp_path):

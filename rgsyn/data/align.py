@@ -99,7 +99,12 @@ class MTCNNDetector:
             return [self(images[i:i + 1])[0] for i in range(len(images))]
 
     def _detect(self, images: list) -> list[np.ndarray | None]:
-        boxes, _, points = self.mtcnn.detect(images, landmarks=True)
+        # the detector is fp32 (its landmark code converts to numpy): never under a stage's bf16/fp16
+        # autocast, which the evaluation that aligns its verification images runs inside
+        import torch
+
+        with torch.autocast(device_type=torch.device(self.device).type, enabled=False):
+            boxes, _, points = self.mtcnn.detect(images, landmarks=True)
         return [None if b is None or p is None or len(b) == 0 else np.asarray(p[0], dtype=np.float32)
                 for b, p in zip(boxes, points)]
 
