@@ -65,7 +65,7 @@ def render(params: Params, plan: list[dict], out: Path) -> None:
 def run(params: Params, benchmark: str) -> dict:
     from rgsyn.generator.datasets import benchmark_real_paths
     from rgsyn.generator.synthesis import (MANIFEST_FIELDS, _write_part, encode_paths, load_identity_encoder,
-                                           output_size, quality_metrics, sample_grid)
+                                           output_size, publish_and_report, quality_metrics)
     from rgsyn.generator.training import resolve_device
 
     if benchmark not in paths.TRAINED_BENCHMARKS:
@@ -101,25 +101,7 @@ def run(params: Params, benchmark: str) -> dict:
         metrics.update({"n_images": len(rows), "n_identities": len({r["identity"] for r in rows}),
                         "images_per_second": len(rows) / max(gen_seconds, 1e-9), "seconds": time.time() - t0})
 
-        dest = paths.synthetic_dir(benchmark, "oracle")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():
-            shutil.rmtree(dest)
-        (work / "out").rename(dest)
-        shutil.rmtree(work, ignore_errors=True)
-
-        out_json = paths.generation_metrics(benchmark, "oracle")
-        io.write_json(out_json, metrics)
-        syn_by_id: dict[str, list[str]] = {}
-        for r in rows:
-            syn_by_id.setdefault(r["identity"], []).append(str(dest / r["path"]))
-        real_by_id: dict[str, list[str]] = {}
-        for p, lab in zip(real_paths, real_labels):
-            real_by_id.setdefault(str(lab), []).append(p)
-        grid_ids = sorted(syn_by_id)[:params.generate.grid_identities]
-        grid = sample_grid(syn_by_id, real_by_id, grid_ids, size, out_json.with_name(out_json.stem + "-grid.png"))
-        run.log_metrics({f"generate/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
-        run.log_artifact(grid)
-        run.log_artifact(out_json)
-        run.log_artifact(dest / "manifest.csv")
+        syn_ids = sorted({r["identity"] for r in rows})
+        publish_and_report(run, work, benchmark, "oracle", metrics, rows, real_paths, real_labels,
+                           syn_ids[:params.generate.grid_identities], size)
         return metrics

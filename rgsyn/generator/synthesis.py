@@ -295,27 +295,32 @@ def run(params: Params, benchmark: str, generator: str) -> dict:
                         "images_per_second": sampled / gen_seconds if sampled else 0.0,
                         "seconds": time.time() - t0})
 
-        # publish: the whole synthetic folder in one rename
-        dest = paths.synthetic_dir(benchmark, generator)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():
-            shutil.rmtree(dest)
-        (work / "out").rename(dest)
-        shutil.rmtree(work, ignore_errors=True)
-
-        out_json = paths.generation_metrics(benchmark, generator)
-        io.write_json(out_json, metrics)
-        syn_by_id: dict[str, list[str]] = {}
-        for r in rows:
-            syn_by_id.setdefault(r["identity"], []).append(str(dest / r["path"]))
-        real_by_id: dict[str, list[str]] = {}
-        for p, lab in zip(real_paths, real_labels):
-            real_by_id.setdefault(str(lab), []).append(p)
-        grid_ids = [str(d["label"]) for d in ids[:gp.grid_identities]]
-        grid = sample_grid(syn_by_id, real_by_id, grid_ids, size,
-                           out_json.with_name(out_json.stem + "-grid.png"))
-        run.log_metrics({f"generate/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
-        run.log_artifact(grid)
-        run.log_artifact(out_json)
-        run.log_artifact(dest / "manifest.csv")
+        publish_and_report(run, work, benchmark, generator, metrics, rows, real_paths, real_labels,
+                           [str(d["label"]) for d in ids[:gp.grid_identities]], size)
         return distributed.broadcast_object(metrics)
+
+
+def publish_and_report(run, work: Path, benchmark: str, generator: str, metrics: dict, rows: list[dict],
+                       real_paths: list[str], real_labels, grid_ids: list[str], size) -> None:
+    """Publish `work/out` as the generator's synthetic folder in one rename, write its metrics JSON
+    and sample grid (synthetic | real per identity), and log them to the stage's MLflow run."""
+    dest = paths.synthetic_dir(benchmark, generator)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        shutil.rmtree(dest)
+    (work / "out").rename(dest)
+    shutil.rmtree(work, ignore_errors=True)
+
+    out_json = paths.generation_metrics(benchmark, generator)
+    io.write_json(out_json, metrics)
+    syn_by_id: dict[str, list[str]] = {}
+    for r in rows:
+        syn_by_id.setdefault(r["identity"], []).append(str(dest / r["path"]))
+    real_by_id: dict[str, list[str]] = {}
+    for p, lab in zip(real_paths, real_labels):
+        real_by_id.setdefault(str(lab), []).append(p)
+    grid = sample_grid(syn_by_id, real_by_id, grid_ids, size, out_json.with_name(out_json.stem + "-grid.png"))
+    run.log_metrics({f"generate/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+    run.log_artifact(grid)
+    run.log_artifact(out_json)
+    run.log_artifact(dest / "manifest.csv")
