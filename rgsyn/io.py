@@ -93,6 +93,20 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def tree_digest(root: str | os.PathLike) -> dict:
+    """{"files", "bytes", "sha256"} of every file under `root`: sha256 over the sorted relative paths
+    and each file's sha256, so a renamed, added, removed or changed file changes it."""
+    root = Path(root)
+    h = hashlib.sha256()
+    n = size = 0
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        rel = p.relative_to(root).as_posix()
+        h.update(f"{rel}\0{file_sha256(p)}\n".encode())
+        n += 1
+        size += p.stat().st_size
+    return {"files": n, "bytes": size, "sha256": h.hexdigest()}
+
+
 def _json_default(o: Any) -> Any:
     try:
         import numpy as np

@@ -42,6 +42,18 @@ def synthetic_dir(benchmark: str, generator: str) -> Path:
     return Path("data") / "synthetic" / benchmark / generator
 
 
+def synthetic_digest(benchmark: str, generator: str) -> Path:
+    """Content digest of `synthetic_dir(benchmark, generator)`, written when it is published. The
+    training stages depend on the folder of these small files (`RESULTS/synthetic/<benchmark>`),
+    not on the image folders, so `dvc status` does not walk every synthetic image once per stage."""
+    return RESULTS / "synthetic" / benchmark / f"{generator}.json"
+
+
+def world_digest(out: str | Path, folder: str) -> Path:
+    """Content digest of the data stage's output folder `out/folder` (see `synthetic_digest`)."""
+    return Path(out) / "digest" / f"{folder}.json"
+
+
 def generation_metrics(benchmark: str, generator: str) -> Path:
     return RESULTS / "generate" / f"{benchmark}-{generator}.json"
 

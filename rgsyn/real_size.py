@@ -102,6 +102,6 @@ def gain_figure(rows: list[dict], out: str | Path, rule: str = "batch_ids") -> P
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, format="png")
     plt.close(fig)
     return out

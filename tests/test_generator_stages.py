@@ -73,9 +73,10 @@ def world(mlflow_tmp, monkeypatch):
 
     monkeypatch.setattr(synthesis, "load_identity_encoder", lambda path, device="cpu": FakeEncoder())
     for dom in ("persons", "faces"):
-        f = paths.encoder_path(dom, "reward")
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_bytes(b"stand-in")
+        for which in ("reward", "gold"):
+            f = paths.encoder_path(dom, which)
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(b"stand-in")
     return mlflow_tmp
 
 
@@ -112,7 +113,7 @@ def test_prior_coldstart_generate_end_to_end(world):
     assert dit.checkpoint_sha256(paths.coldstart_dir("persons")) in manifest[1]
     saved = json.loads(paths.generation_metrics("market1501", "cold").read_text())
     for key in ("frechet", "density", "coverage", "nn_sim_mean", "nn_sim_share_above", "nn_threshold",
-                "n_images", "mean_reward_sem"):
+                "n_images", "mean_reward_sem", "identity_accuracy", "identity_accuracy_reward"):
         assert key in saved
     assert saved == pytest.approx(m) and saved["n_images"] == 6 and 0 <= saved["mean_reward_sem"] <= 1
     assert paths.generation_metrics("market1501", "cold").with_name("market1501-cold-grid.png").is_file()
@@ -170,6 +171,10 @@ def test_generate_needs_encoder_and_matching_identities(world):
     with pytest.raises(CheckpointError, match="identity encoder .* is missing"):
         synthesis.run(p, "market1501", "cold")
     paths.encoder_path("persons", "reward").write_bytes(b"x")
+    paths.encoder_path("persons", "gold").unlink()
+    with pytest.raises(CheckpointError, match="gold.pt is missing"):
+        synthesis.run(p, "market1501", "cold")
+    paths.encoder_path("persons", "gold").write_bytes(b"x")
     # a new identity appears in the dataset after cold start
     _img(world / "w" / "market1501" / "bounding_box_train" / "0011_c1s1_000001_00.jpg", (9, 9, 9), (8, 16))
     with pytest.raises(DataError, match="has 2 market1501 identities but the market1501 training split has 3"):

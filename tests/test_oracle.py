@@ -52,9 +52,10 @@ def world(mlflow_tmp, monkeypatch):
     build_world(p.data, mlflow_tmp / "w", progress=False)
     monkeypatch.setattr(synthesis, "load_identity_encoder", lambda path, device="cpu": FakeEncoder())
     for dom in ("persons", "faces"):
-        f = paths.encoder_path(dom, "reward")
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_bytes(b"stand-in")
+        for which in ("reward", "gold"):
+            f = paths.encoder_path(dom, which)
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(b"stand-in")
     return p
 
 

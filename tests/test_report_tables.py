@@ -147,7 +147,7 @@ def test_generation_and_privacy(benches):
     g = table_generation(benches)
     row = next(dict(zip(g.df.columns, r)) for r in g.df.itertuples(index=False) if r[1] == "rl-full")
     assert row["Fréchet ↓"] == "9.25" and row["Coverage"] == "0.650" and row["Images"] == "96"
-    assert row["Identity acc. (%)"] == "not run"
+    assert row["Identity acc., gold (%)"] == "not run"
     cold = next(dict(zip(g.df.columns, r)) for r in g.df.itertuples(index=False) if r[1] == "cold")
     assert cold["Mean R_sem"] == "not run"
     assert set(g.df["Benchmark"]) == {"Market-1501", "CUHK03-NP", "Face (5 sets)"}

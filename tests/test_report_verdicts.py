@@ -143,7 +143,7 @@ def test_generation_table_puts_oracle_images_next_to_synthetic(benches):
     g = table_generation(benches, "toy").df
     market = g[g["Benchmark"] == "Market-1501"]
     assert list(market["Generator"]) == ["rl-full", "oracle (toy-world renders)"]
-    assert list(market["Identity acc. (%)"]) == ["25.0", "87.5"] and list(market["Fréchet ↓"]) == ["9.50", "1.25"]
+    assert list(market["Identity acc., gold (%)"]) == ["25.0", "87.5"] and list(market["Fréchet ↓"]) == ["9.50", "1.25"]
 
 
 def test_compact_dvc_metrics(benches):

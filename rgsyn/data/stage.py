@@ -113,6 +113,15 @@ def check_pretrained(params: Params) -> dict:
     return out
 
 
+def write_digests(out: str | os.PathLike) -> None:
+    """One content digest per output folder (`paths.world_digest`): the later stages depend on these
+    small files, so `dvc status` walks each folder once (for this stage), not once per stage."""
+    from rgsyn import paths
+
+    for folder in WORLD_FOLDERS:
+        rio.write_json(paths.world_digest(out, folder), {"folder": folder, **rio.tree_digest(Path(out) / folder)})
+
+
 def run(params: Params) -> dict:
     dp = params.data
     with tracking.stage_run(params, "data") as run:
@@ -127,6 +136,7 @@ def run(params: Params) -> dict:
                             "world_mb": _folder_bytes(Path(dp.out)) / 2**20})
             run.log_metrics(metrics)
             run.log_artifact(Path(dp.out) / "summary.json")
+            write_digests(dp.out)
             print(f"toy world: {summary['n_images']} images in {seconds:.1f} s -> {dp.out}")
             return summary
         checks = check_paths(params)
@@ -145,6 +155,7 @@ def run(params: Params) -> dict:
             rio.write_json(Path(dp.out) / folder / "check.json",
                            {**checks.get(name, {"checked": False}), **({"pretrained": pre} if pre else {})})
         rio.write_json(Path(dp.out) / "summary.json", {"profile": params.profile, "checks": checks})
+        write_digests(dp.out)
         run.log_metrics({"check_seconds": seconds,
                          **{f"{b}.official_match": float(bool(c["official_match"]))
                             for b, c in checks.items() if c["official_match"] is not None}})

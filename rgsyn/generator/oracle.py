@@ -12,7 +12,7 @@ The images go through exactly the synthetic path of `rgsyn.generator.synthesis`:
 names and layout (`paths.synthetic_dir(B, "oracle")`, Market-style names with the real pid, or
 one folder per face identity), the same `manifest.csv` columns (row = the identity's index in the
 sorted training labels, seed = the world seed, checkpoint_sha256 = "toy-world"), the same
-quality/memorisation metrics on the reward encoder's features (`paths.generation_metrics(B,
+quality/memorisation metrics (gold encoder, plus the reward encoder's accuracy) (`paths.generation_metrics(B,
 "oracle")`, the same keys) and the same sample grid. Rendering is fast (milliseconds an image), so
 the stage writes into a work folder and publishes it in one rename, without batch resume.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 from rgsyn import io, paths, tracking
 from rgsyn.checkpoint import WORK_ROOT
 from rgsyn.config import Params, to_dict
-from rgsyn.errors import CheckpointError, ConfigError, DataError
+from rgsyn.errors import ConfigError, DataError
 
 CHECKPOINT = "toy-world"
 
@@ -64,18 +64,15 @@ def render(params: Params, plan: list[dict], out: Path) -> None:
 
 def run(params: Params, benchmark: str) -> dict:
     from rgsyn.generator.datasets import benchmark_real_paths
-    from rgsyn.generator.synthesis import (MANIFEST_FIELDS, _write_part, encode_paths, load_identity_encoder,
-                                           output_size, publish_and_report, quality_metrics)
+    from rgsyn.generator.synthesis import (MANIFEST_FIELDS, _write_part, check_encoders, generation_metrics,
+                                           output_size, publish_and_report)
     from rgsyn.generator.training import resolve_device
 
     if benchmark not in paths.TRAINED_BENCHMARKS:
         raise ConfigError(f"--benchmark: {benchmark!r} has no training identities to render")
     domain = paths.DOMAIN_OF[benchmark]
     plan = oracle_plan(params, benchmark)
-    enc_path = paths.encoder_path(domain, "reward")
-    if not Path(enc_path).is_file():
-        raise CheckpointError(f"identity encoder {enc_path} is missing; the generation metrics need it "
-                              f"(run `rgsyn encoder --domain {domain}` first)")
+    check_encoders(domain)
     device = resolve_device(params.device)
     with tracking.stage_run(params, "generate", run_name=f"generate-{benchmark}-oracle",
                             extra_tags={"rgsyn.benchmark": benchmark, "rgsyn.generator": "oracle"}) as run:
@@ -93,11 +90,8 @@ def run(params: Params, benchmark: str) -> dict:
         rows = [{k: r[k] for k in MANIFEST_FIELDS} for r in plan]
         _write_part(work / "out" / "manifest.csv", rows)
 
-        encoder = load_identity_encoder(enc_path, device=device)
-        real_f = encode_paths(encoder, real_paths, size, device)
-        syn_f = encode_paths(encoder, [str(work / "out" / r["path"]) for r in rows], size, device)
-        metrics = quality_metrics(real_f, real_labels, syn_f, [r["identity"] for r in rows],
-                                  params.generate.memorisation_threshold)
+        metrics = generation_metrics(domain, real_paths, real_labels, [str(work / "out" / r["path"]) for r in rows],
+                                     [r["identity"] for r in rows], size, device, params.generate.memorisation_threshold)
         metrics.update({"n_images": len(rows), "n_identities": len({r["identity"] for r in rows}),
                         "images_per_second": len(rows) / max(gen_seconds, 1e-9), "seconds": time.time() - t0})
 

@@ -23,10 +23,13 @@ Several processes (`accelerate launch`): the batches are split across ranks, eac
 own images and manifest parts, and after a barrier rank 0 computes the metrics and publishes the
 folder (the one rename); the images do not depend on the process count.
 
-Quality and privacy (identity-encoder features, encoder `paths.encoder_path(domain, "reward")`):
-feature Frechet distance and density/coverage of synthetic vs the real training split,
-memorisation (nearest-real-train cosine; share above `generate.memorisation_threshold`), the mean
-semantic-consistency reward `(cos(f_g, p_y) + 1) / 2` and the nearest-prototype identity accuracy.
+Quality and privacy (`generation_metrics`), on the features of the held-out **gold** identity encoder
+(`paths.encoder_path(domain, "gold")`, never optimised against): feature Frechet distance and
+density/coverage of synthetic vs the real training split, memorisation (nearest-real-train cosine;
+share above `generate.memorisation_threshold`) and the nearest-prototype identity accuracy. Next to
+them, on the **reward** encoder the RL optimises: its identity accuracy (`identity_accuracy_reward`)
+and the mean semantic-consistency reward `(cos(f_g, p_y) + 1) / 2`. Reward accuracy rising while
+gold accuracy falls is reward hacking, and the report flags it.
 Written to `paths.generation_metrics(B, G)`, logged to MLflow with a sample grid PNG (per row: the
 synthetic images of one identity, then real images of the same identity).
 """
@@ -179,6 +182,34 @@ def encode_paths(encoder, image_paths: list[str], size: tuple[int, int], device,
     return torch.cat(feats) if feats else torch.zeros(0, 1)
 
 
+ENCODERS = ("gold", "reward")
+
+
+def check_encoders(domain: str) -> None:
+    for which in ENCODERS:
+        enc_path = paths.encoder_path(domain, which)
+        if not Path(enc_path).is_file():
+            raise CheckpointError(f"identity encoder {enc_path} is missing; the generation metrics need the "
+                                  f"{domain} gold and reward encoders (run `rgsyn encoder --domain {domain}` first)")
+
+
+def generation_metrics(domain: str, real_paths: list[str], real_labels: list, syn_paths: list[str],
+                       syn_labels: list, size: tuple[int, int], device, threshold: float) -> dict:
+    """`quality_metrics` on the gold encoder's features, plus the reward encoder's identity accuracy
+    (`identity_accuracy_reward`) and mean R_sem (`mean_reward_sem`, the reward as RL sees it)."""
+    out = {}
+    for which in ENCODERS:
+        encoder = load_identity_encoder(paths.encoder_path(domain, which), device=device)
+        real_f = encode_paths(encoder, real_paths, size, device)
+        syn_f = encode_paths(encoder, syn_paths, size, device)
+        m = quality_metrics(real_f, real_labels, syn_f, syn_labels, threshold)
+        if which == "gold":
+            out.update({k: v for k, v in m.items() if k != "mean_reward_sem"})
+        else:
+            out.update({"identity_accuracy_reward": m["identity_accuracy"], "mean_reward_sem": m["mean_reward_sem"]})
+    return out
+
+
 def quality_metrics(real_f: torch.Tensor, real_labels: list, syn_f: torch.Tensor, syn_labels: list,
                     threshold: float) -> dict:
     from rgsyn.metrics.generation import density_coverage, frechet_distance, memorisation, real_reference
@@ -235,10 +266,7 @@ def run(params: Params, benchmark: str, generator: str) -> dict:
     domain = paths.DOMAIN_OF[benchmark]
     gp = params.generate
     src = generator_dir(domain, generator, params)
-    enc_path = paths.encoder_path(domain, "reward")
-    if not Path(enc_path).is_file():
-        raise CheckpointError(f"identity encoder {enc_path} is missing; the generation metrics need it "
-                              f"(run `rgsyn encoder --domain {domain}` first)")
+    check_encoders(domain)
     accelerator = make_accelerator(params.device)   # one device per rank under a launcher
     device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
     with tracking.stage_run(params, "generate", run_name=f"generate-{benchmark}-{generator}",
@@ -284,13 +312,8 @@ def run(params: Params, benchmark: str, generator: str) -> dict:
         wr.writerows(rows)
         io.write_text(work / "out" / "manifest.csv", buf.getvalue())
 
-        # metrics on identity-encoder features
-        encoder = load_identity_encoder(enc_path, device=device)
-        syn_paths = [str(work / "out" / r["path"]) for r in rows]
-        real_f = encode_paths(encoder, real_paths, size, device)
-        syn_f = encode_paths(encoder, syn_paths, size, device)
-        metrics = quality_metrics(real_f, real_labels, syn_f, [r["identity"] for r in rows],
-                                  gp.memorisation_threshold)
+        metrics = generation_metrics(domain, real_paths, real_labels, [str(work / "out" / r["path"]) for r in rows],
+                                     [r["identity"] for r in rows], size, device, gp.memorisation_threshold)
         metrics.update({"n_images": len(rows), "n_identities": len(ids),
                         "images_per_second": sampled / gen_seconds if sampled else 0.0,
                         "seconds": time.time() - t0})
@@ -313,6 +336,8 @@ def publish_and_report(run, work: Path, benchmark: str, generator: str, metrics:
 
     out_json = paths.generation_metrics(benchmark, generator)
     io.write_json(out_json, metrics)
+    io.write_json(paths.synthetic_digest(benchmark, generator), {"benchmark": benchmark, "generator": generator,
+                                                                 **io.tree_digest(dest)})
     syn_by_id: dict[str, list[str]] = {}
     for r in rows:
         syn_by_id.setdefault(r["identity"], []).append(str(dest / r["path"]))

@@ -1,5 +1,5 @@
-"""The report's figures (seaborn, Agg backend): ablation bars, RFW per-group bars and RL reward
-curves. Every function returns the written PNG's path, or None when it has nothing to draw, so the
+"""The report's figures (seaborn, Agg backend): ablation bars, RFW per-group bars, RL reward
+curves and the RL KL / clip fraction per denoising step. Every function returns the written PNG's path, or None when it has nothing to draw, so the
 report can say "not run" instead of drawing an empty axis."""
 from __future__ import annotations
 
@@ -109,4 +109,32 @@ def reward_curves(curves: pd.DataFrame, out: Path) -> Path | None:
     fig.legend(handles=handles, loc="lower center", ncol=min(4, len(runs)), bbox_to_anchor=(0.5, -0.02 - 0.04 * (len(runs) > 4)))
     fig.suptitle("RL fine-tuning (DPOK): rewards, KL and held-out gold score per policy update")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return _save(fig, out)
+
+
+def per_timestep_figure(stats: pd.DataFrame, out: Path) -> Path | None:
+    """stats: columns run, timestep, sigma, metric (kl | clip_frac), value — KL (log axis) and clip
+    fraction against the denoising step, one line per RL run; the x labels carry each step's sigma."""
+    if stats.empty:
+        return None
+    sns.set_theme(style="whitegrid", context="notebook")
+    panels = [m for m in ("kl", "clip_frac") if m in set(stats.metric)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    runs = sorted(set(stats.run))
+    palette = dict(zip(runs, sns.color_palette("tab10", len(runs))))
+    steps = sorted(set(stats.timestep))
+    sigma = stats.groupby("timestep")["sigma"].first()
+    for ax, m in zip(axes.flat, panels):
+        sns.lineplot(data=stats[stats.metric == m], x="timestep", y="value", hue="run", hue_order=runs,
+                     palette=palette, marker="o", ax=ax, legend=False)
+        if m == "kl" and (stats[stats.metric == m].value > 0).all():
+            ax.set_yscale("log")
+        ax.set_xticks(steps)
+        ax.set_xticklabels([f"{i}\nσ={sigma[i]:.3g}" for i in steps], fontsize=8)
+        ax.set_xlabel("denoising step (index into the schedule)")
+        ax.set_ylabel("")
+        ax.set_title({"kl": "KL to the cold start (per transition)", "clip_frac": "clip fraction"}[m])
+    handles = [plt.Line2D([], [], color=palette[r], marker="o", label=r) for r in runs]
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(runs)), bbox_to_anchor=(0.5, -0.06 - 0.05 * (len(runs) > 4)))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return _save(fig, out)

@@ -55,7 +55,8 @@ MAIN_VARIANTS = ("real", "real_re", "syn_cold", "syn_rl", "ours")
 ABLATION_VARIANTS = ("ours", "syn_rl", "ours_random_sel", "ours_no_sem", "ours_no_cov", "ours_no_exp", "real")
 ABLATION_COLUMNS = (("market1501", "mAP"), ("market1501", "rank1"), ("cuhk03", "mAP"), ("cuhk03", "rank1"),
                     ("casia_face", "avg"), ("rfw_bias", "mean"), ("rfw_bias", "ser"))
-GENERATION_COLUMNS = {"identity_accuracy": ("Identity acc. (%)", 1, 100.0), "frechet": ("Fréchet ↓", 2, 1.0), "density": ("Density", 3, 1.0),
+GENERATION_COLUMNS = {"identity_accuracy": ("Identity acc., gold (%)", 1, 100.0),
+                      "identity_accuracy_reward": ("Identity acc., reward (%)", 1, 100.0), "frechet": ("Fréchet ↓", 2, 1.0), "density": ("Density", 3, 1.0),
                       "coverage": ("Coverage", 3, 1.0), "mean_reward_sem": ("Mean R_sem", 3, 1.0),
                       "n_images": ("Images", 0, 1.0)}
 PRIVACY_COLUMNS = {"nn_sim_mean": ("NN sim. mean", 3, 1.0), "nn_sim_max": ("NN sim. max", 3, 1.0),

@@ -23,15 +23,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from rgsyn import io, paths, tracking
 from rgsyn.config import Params, params_hash
-from rgsyn.report.figures import REWARD_METRICS, ablation_bars, reward_curves, rfw_group_bars
+from rgsyn.report.figures import REWARD_METRICS, ablation_bars, per_timestep_figure, reward_curves, rfw_group_bars
 from rgsyn.report.html import Section, render
 from rgsyn.report.tables import NOT_RUN, as_records, build_tables, load_benchmarks, to_markdown, write_tables
 from rgsyn.report.verdicts import comparisons, metrics_files
-from rgsyn.report.timing import table_timing, timing_frame
+from rgsyn.report.timing import table_estimate, table_timing, timing_frame
 
 TOY_NOTE = (
     "<b>Profile <code>{profile}</code>.</b> These numbers come from the embedded toy identity world "
@@ -78,6 +79,45 @@ def reward_histories(client, params: Params) -> pd.DataFrame:
             for h in client.get_metric_history(r.info.run_id, m):
                 recs.append({"run": name, "step": h.step, "metric": m, "value": h.value})
     return pd.DataFrame(recs, columns=["run", "step", "metric", "value"])
+
+
+PER_STEP_PREFIXES = ("kl_step", "clip_frac_step")
+
+
+def per_timestep_stats(client, params: Params) -> pd.DataFrame:
+    """Frame (run, timestep, sigma, metric, value, updates) of the RL runs' per-denoising-step KL and
+    clip fraction (MLflow `kl_step<i>` / `clip_frac_step<i>`), averaged over the updates that drew the step."""
+    recs = []
+    for r in _newest_stage_runs(client, params, "rl"):
+        name = r.data.tags.get("mlflow.runName", r.info.run_id)
+        sigmas = [float(x) for x in str(r.data.params.get("sigmas", "")).split(",") if x.strip()]
+        for key in r.data.metrics:
+            prefix = next((p for p in PER_STEP_PREFIXES if key.startswith(p) and key[len(p):].isdigit()), None)
+            if prefix is None:
+                continue
+            i = int(key[len(prefix):])
+            hist = [h.value for h in client.get_metric_history(r.info.run_id, key)]
+            recs.append({"run": name, "timestep": i, "sigma": sigmas[i] if i < len(sigmas) else float("nan"),
+                         "metric": prefix[:-len("_step")], "value": float(np.mean(hist)) if hist else float("nan"),
+                         "updates": len(hist)})
+    return pd.DataFrame(recs, columns=["run", "timestep", "sigma", "metric", "value", "updates"])
+
+
+SWEEP_CSV = "benchmarks/sweep_real_size.csv"
+
+
+def real_size_figure(params: Params, out: Path) -> Path | None:
+    """The sweep's gain-against-real-data-size figure (rgsyn.real_size), when its CSV is present."""
+    if not Path(SWEEP_CSV).is_file():
+        return None
+    from rgsyn.real_size import gain_figure, read_rows
+
+    rows = read_rows(SWEEP_CSV)
+    if not rows:
+        return None
+    with io.atomic_path(out) as tmp:
+        gain_figure(rows, tmp, rule=params.reid.syn_draw)
+    return out
 
 
 def _pngs(client, run_id: str, path: str | None = None, depth: int = 0) -> list[str]:
@@ -127,7 +167,7 @@ def build_report(params: Params, out_dir: Path, client=None, stage_run=None) -> 
     tables_dir, fig_dir = out_dir / "tables", out_dir / "figures"
     benches = load_benchmarks(Path("."))
     variants = [*params.variants, *getattr(params, "syn_variants", {})]
-    tables = build_tables(benches, params.profile, variants)
+    tables = build_tables(benches, params.profile, variants, params.rl.hacking_tolerance)
     write_tables(tables, tables_dir)
     by_name = {t.name: t for t in tables}
     claims = comparisons(benches)
@@ -139,11 +179,15 @@ def build_report(params: Params, out_dir: Path, client=None, stage_run=None) -> 
     rfw_png = rfw_group_bars(records, fig_dir / "rfw_groups.png")
     curves = reward_histories(client, params) if client else pd.DataFrame(columns=["run", "step", "metric", "value"])
     curves_png = reward_curves(curves, fig_dir / "reward_curves.png")
+    per_step = per_timestep_stats(client, params) if client else pd.DataFrame()
+    per_step_png = per_timestep_figure(per_step, fig_dir / "rl_per_timestep.png")
     grids = sample_grids(client, params, fig_dir) if client else []
     pipe = pipeline_info(client, stage_run) if client and stage_run else {}
     timing = timing_frame(_newest_stage_runs(client, params) if client else [], pipe.get("run_id"))
+    sweep_png = real_size_figure(params, fig_dir / "gain_vs_real_size.png")
     timing_table = table_timing(timing)
-    write_tables([timing_table], tables_dir)
+    estimate = table_estimate(params, timing)
+    write_tables([timing_table, estimate], tables_dir)
 
     commit = pipe.get("commit") or tracking.git_commit()
     meta = [("commit", commit), ("params hash", pipe.get("params_hash") or params_hash(params)),
@@ -161,14 +205,20 @@ def build_report(params: Params, out_dir: Path, client=None, stage_run=None) -> 
         Section("Bias (RFW)", [by_name["table3_rfw"]], figures=[("RFW accuracy per group", rfw_png)]),
         Section("Ablations", [by_name["ablation"]],
                 figures=[("Ablation bars (headline metric per benchmark)", ablation_png)]),
-        Section("Oracle ceiling", [by_name["oracle"]]),
+        Section("Oracle ceiling", [by_name["oracle"]],
+                figures=[(f"Gain over real against real images per identity, candidate rule {params.reid.syn_draw} "
+                          f"({SWEEP_CSV}, written by `python benchmarks/sweep_real_size.py`; 95% paired intervals "
+                          "over its seeds)", sweep_png)]),
         Section("Generation quality", [by_name["generation"]],
-                figures=[("RL reward curves (MLflow, newest run per name)", curves_png)]),
+                figures=[("RL reward curves (MLflow, newest run per name)", curves_png),
+                         ("RL KL to the cold start and clip fraction per denoising step (mean over the updates "
+                          "that trained the step; steps left out by rl.min_sigma_ratio are absent)", per_step_png)]),
         Section("Synthetic samples next to real ones", grid=True,
                 figures=grids or [("Sample grids of the generate runs (MLflow artifacts)", None)]),
         Section("Privacy (memorisation)", [by_name["privacy"]]),
         Section("Reference numbers", [by_name["references"]]),
         Section("Stage timing", [timing_table]),
+        Section("Compute estimate", [estimate]),
     ]
     html_path = out_dir / "report.html"
     io.write_text(html_path, render("rgsyn reproduction report", meta, note, sections))

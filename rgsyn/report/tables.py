@@ -17,9 +17,10 @@ import pandas as pd
 
 from rgsyn import paths
 from rgsyn.report.formats import Table, fmt_delta, fmt_num, fmt_stat, mean_of, scale_of, to_latex, to_markdown, write_tables  # noqa: F401
+from rgsyn.report.generation import HACKING_TOLERANCE, table_generation, table_privacy  # noqa: F401
 from rgsyn.report.inputs import (ABLATION_COLUMNS, ABLATION_LABELS, ABLATION_VARIANTS, DASH,  # noqa: F401
-                                 DATASET_NAMES, FACE_METRICS, GENERATION_COLUMNS, MAIN_VARIANTS, METRICS,
-                                 NOT_APPLICABLE, NOT_RECOVERABLE, NOT_RUN, ORACLE_GENERATOR, ORACLE_LABEL, PRIVACY_COLUMNS, RFW_METRICS, VARIANT_LABELS,
+                                 DATASET_NAMES, FACE_METRICS, MAIN_VARIANTS, METRICS,
+                                 NOT_APPLICABLE, NOT_RECOVERABLE, NOT_RUN, RFW_METRICS, VARIANT_LABELS,
                                  Benchmark, _seed_order, as_records, load_benchmarks, load_paper)
 
 
@@ -169,56 +170,6 @@ def table_ablation(b: dict[str, Benchmark], variants: list[str] = ()) -> Table:
                  notes=notes)
 
 
-def _generation_order(gens) -> list[str]:
-    """Generators in name order, the oracle (the toy world's own renders) last, next to them."""
-    return sorted(gens, key=lambda g: (g == ORACLE_GENERATOR, g))
-
-
-def _generation_table(b: dict[str, Benchmark], name: str, title: str, spec: dict, notes: list[str],
-                      profile: str = "toy") -> Table:
-    header = ["Benchmark", "Generator"] + [label for label, _, _ in spec.values()]
-    lines = []
-    for bn in paths.TRAINED_BENCHMARKS:  # rfw_bias evaluates the casia_face models and generators
-        gens = ((b[bn].metrics or {}).get("generation") or {})
-        for gen in _generation_order(gens):
-            entry = gens[gen] or {}
-            seeded = [entry[s] for s in sorted(entry, key=_seed_order)
-                      if s.startswith("seed") and isinstance(entry[s], dict)]
-            runs = seeded or [entry]
-            line = [DATASET_NAMES[bn], ORACLE_LABEL if gen == ORACLE_GENERATOR else gen]
-            for key, (_, dec, scale) in spec.items():
-                vals = [float(r[key]) for r in runs if isinstance(r.get(key), (int, float))
-                        and not isinstance(r.get(key), bool) and math.isfinite(float(r[key]))]
-                line.append(fmt_stat(vals, scale, dec, with_n=len(runs) > 1))
-            lines.append(line)
-        if profile == "paper" and gens and ORACLE_GENERATOR not in gens:
-            lines.append([DATASET_NAMES[bn], ORACLE_LABEL] + [NOT_APPLICABLE] * len(spec))
-    if not lines:
-        notes = ["not run: no benchmark's metrics.json has a 'generation' section."] + notes
-    return Table(name, title, pd.DataFrame(lines, columns=header), n_label_cols=2, notes=notes)
-
-
-def table_generation(b: dict[str, Benchmark], profile: str = "toy") -> Table:
-    return _generation_table(b, "generation", "Generation quality (identity-encoder features)", GENERATION_COLUMNS, [
-        "Identity accuracy: share of the images whose identity the real-trained encoder recognises as the "
-        "intended one. Fréchet distance between real and synthetic identity features (lower is closer); "
-        "density and coverage with k nearest real neighbours; mean R_sem of the kept samples.",
-        f"{ORACLE_LABEL}: new renders of the training identities by the toy world itself, what a perfect "
-        "generator would give (toy and smoke only; not applicable to real data).",
-        "The paper publishes no generation-quality numbers, so there is nothing to compare with."], profile)
-
-
-def table_privacy(b: dict[str, Benchmark]) -> Table:
-    return _generation_table(b, "privacy", "Privacy: nearest real training neighbour of each synthetic image",
-                             PRIVACY_COLUMNS, [
-        "Cosine similarity of each synthetic image's identity feature to its nearest real training image; "
-        "share > τ: synthetic images closer than the memorisation threshold τ to a real image.",
-        "Real→real: the same for each real training image against the other real training images (leave "
-        "one out), the yardstick: a synthetic share well above it points at copying, one at or below it "
-        "is what two photos of one person already score.",
-        "The paper publishes no memorisation numbers."])
-
-
 def table_references(b: dict[str, Benchmark]) -> Table:
     """Numbers of other public systems listed in paper.yaml `references` (orientation only)."""
     lines = []
@@ -233,10 +184,12 @@ def table_references(b: dict[str, Benchmark]) -> Table:
                         "benchmarks/*/paper.yaml under 'references'."])
 
 
-def build_tables(benches: dict[str, Benchmark], profile: str, variants: list[str] = ()) -> list[Table]:
+def build_tables(benches: dict[str, Benchmark], profile: str, variants: list[str] = (),
+                 hacking_tolerance: float = HACKING_TOLERANCE) -> list[Table]:
     from rgsyn.report.oracle import table_oracle
     from rgsyn.report.verdicts import comparisons, table_verdicts
 
     return [table_verdicts(comparisons(benches), profile), table_reid(benches, profile), table_face(benches, profile),
             table_rfw(benches, profile), table_ablation(benches, list(variants)), table_oracle(benches, profile),
-            table_generation(benches, profile), table_privacy(benches), table_references(benches)]
+            table_generation(benches, profile, hacking_tolerance), table_privacy(benches), table_references(benches)]
+

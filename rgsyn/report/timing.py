@@ -78,3 +78,27 @@ def table_timing(df: pd.DataFrame) -> Table:
         notes.append("Not finished: " + ", ".join(f"{r} ({s})" for r, s in zip(failed["run"], failed["status"])) + ".")
     return Table("timing", "Stage timing (MLflow)", pd.DataFrame(lines, columns=cols), breaks=[len(lines) - 1],
                  notes=notes)
+
+
+def table_estimate(params, df: pd.DataFrame, tflops: float = 400.0, gpus: int = 8) -> Table:
+    """`rgsyn estimate` for the params of this run, per stage kind, next to the stage times measured
+    in this run (DVC wall where recorded, else the MLflow run time), so that a researcher sees what
+    the paper profile will cost before launching it, and how the estimate compares with a run."""
+    from rgsyn.estimate import estimate_table
+
+    measured = None
+    if not df.empty:
+        wall = df["process_seconds"].where(df["process_seconds"].notna(), df["seconds"])
+        measured = {k: float(v) for k, v in wall[~df["cached"]].groupby(df["stage"][~df["cached"]]).sum().items()}
+    est, _ = estimate_table(params, tflops, gpus, measured)
+    cells = est.copy()
+    for col in cells.columns:
+        if cells[col].dtype.kind == "f":
+            cells[col] = [("" if v != v else f"{v:.3g}") for v in cells[col]]
+    cells = cells.astype(str).rename(columns={"measured h": "measured in this run (h)"})
+    notes = [f"FLOPs counted on the meta device (rgsyn.estimate), at {tflops:g} TFLOP/s sustained per GPU and ideal "
+             f"scaling on {gpus} GPUs; peak memory per GPU at {params.compute.precision}. The same table: "
+             "`rgsyn estimate --tflops T --gpus N`.",
+             "Measured: this pipeline run's stage times on the machine it ran on (not GPU time unless it ran on "
+             "GPUs); stages DVC skipped are left out. The estimate does not count evaluation passes or the data stage."]
+    return Table("estimate", f"Compute estimate for profile {params.profile}", cells, notes=notes)
