@@ -31,6 +31,7 @@ def prepare(workdir: Path, profile: str = "smoke") -> Path:
         dst = workdir / "benchmarks" / paper.parent.name / "paper.yaml"
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(paper, dst)
+    shutil.copy(REPO / "benchmarks" / "sweep_real_size.csv", workdir / "benchmarks")   # a dep of the report stage
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=workdir, check=True)
     return workdir
 

@@ -135,6 +135,7 @@ def paper_run(releases, tmp_path_factory):
     for paper in (REPO / "benchmarks").glob("*/paper.yaml"):
         (work / "benchmarks" / paper.parent.name).mkdir(parents=True, exist_ok=True)
         (work / "benchmarks" / paper.parent.name / "paper.yaml").write_text(paper.read_text())
+    shutil.copy(REPO / "benchmarks" / "sweep_real_size.csv", work / "benchmarks")   # a dep of the report stage
     # the stages depend on the package's source folders, as in a clone
     shutil.copytree(REPO / "rgsyn", work / "rgsyn", ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=work, check=True)
