@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from fakes import encoders as fake_encoders
 from rgsyn import paths
 from rgsyn.config import Params
 from rgsyn.errors import CheckpointError, DataError, TrainingDiverged
@@ -54,29 +55,10 @@ def tiny_params(root: Path) -> Params:
     return p
 
 
-class FakeEncoder(torch.nn.Module):
-    """Deterministic stand-in for the identity encoder: mean colour + a fixed projection."""
-
-    def __init__(self):
-        super().__init__()
-        self.w = torch.randn(12, 6, generator=torch.Generator().manual_seed(0))
-
-    def encode(self, images):
-        x = torch.nn.functional.adaptive_avg_pool2d(images, 2).flatten(1)
-        return torch.nn.functional.normalize(x @ self.w + 0.01, dim=1)
-
-
 @pytest.fixture
 def world(mlflow_tmp, monkeypatch):
     make_world(mlflow_tmp / "w")
-    from rgsyn.generator import synthesis
-
-    monkeypatch.setattr(synthesis, "load_identity_encoder", lambda path, device="cpu": FakeEncoder())
-    for dom in ("persons", "faces"):
-        for which in ("reward", "gold"):
-            f = paths.encoder_path(dom, which)
-            f.parent.mkdir(parents=True, exist_ok=True)
-            f.write_bytes(b"stand-in")
+    fake_encoders.install(monkeypatch)
     return mlflow_tmp
 
 

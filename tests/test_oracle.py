@@ -5,24 +5,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
+from fakes import encoders as fake_encoders
 from rgsyn import paths
 from rgsyn.config import Params
 from rgsyn.errors import ConfigError, DataError
-
-
-class FakeEncoder(torch.nn.Module):
-    """A fixed random projection of pooled pixels: enough for the metric code to run."""
-
-    def __init__(self):
-        super().__init__()
-        self.w = torch.randn(12, 6, generator=torch.Generator().manual_seed(0))
-
-    def encode(self, images):
-        x = torch.nn.functional.adaptive_avg_pool2d(images, 2).flatten(1)
-        return torch.nn.functional.normalize(x @ self.w + 0.01, dim=1)
 
 
 def small_params(root) -> Params:
@@ -46,16 +34,10 @@ def small_params(root) -> Params:
 @pytest.fixture
 def world(mlflow_tmp, monkeypatch):
     from rgsyn.data.toy.world import build_world
-    from rgsyn.generator import synthesis
 
     p = small_params(mlflow_tmp / "w")
     build_world(p.data, mlflow_tmp / "w", progress=False)
-    monkeypatch.setattr(synthesis, "load_identity_encoder", lambda path, device="cpu": FakeEncoder())
-    for dom in ("persons", "faces"):
-        for which in ("reward", "gold"):
-            f = paths.encoder_path(dom, which)
-            f.parent.mkdir(parents=True, exist_ok=True)
-            f.write_bytes(b"stand-in")
+    fake_encoders.install(monkeypatch)
     return p
 
 
