@@ -29,7 +29,8 @@ from torch import nn
 
 from rgsyn import distributed
 from rgsyn.downstream import loop
-from rgsyn.downstream.datasets import FACE_MEAN, FACE_STD, LabelledImages, load_images, normalise, random_batches
+from rgsyn.downstream.datasets import (FACE_MEAN, FACE_STD, LabelledImages, channels_last, load_images, normalise,
+                                      random_batches)
 from rgsyn.errors import CheckpointError, DataError, TrainingDiverged
 from rgsyn.precision import Precision
 
@@ -103,16 +104,17 @@ class FaceNet(nn.Module):
 
     def __init__(self, backbone: nn.Module, head: CosFaceHead):
         super().__init__()
-        self.backbone, self.head = backbone, head
+        # weights and inputs in channels-last layout (rgsyn.downstream.datasets.channels_last)
+        self.backbone, self.head = backbone.to(memory_format=torch.channels_last), head
 
     def forward(self, images, labels=None):
-        return self.head(self.backbone(images), labels)
+        return self.head(self.backbone(channels_last(images)), labels)
 
     @torch.no_grad()
     def embed(self, images):
         was = self.training
         self.eval()
-        e = self.backbone(images)
+        e = self.backbone(channels_last(images))
         self.train(was)
         return e
 

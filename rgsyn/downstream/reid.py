@@ -27,7 +27,8 @@ from torch import nn
 
 from rgsyn import distributed
 from rgsyn.downstream import loop
-from rgsyn.downstream.datasets import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, PKSampler, normalise
+from rgsyn.downstream.datasets import (IMAGENET_MEAN, IMAGENET_STD, LabelledImages, PKSampler, channels_last,
+                                      normalise)
 from rgsyn.errors import CheckpointError, TrainingDiverged
 from rgsyn.precision import Precision
 
@@ -63,9 +64,10 @@ class ReidNet(nn.Module):
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
-        self.backbone = backbone
+        self.backbone = backbone.to(memory_format=torch.channels_last)   # see datasets.channels_last
 
     def forward(self, images, labels=None, with_features: bool = False):
+        images = channels_last(images)
         if self.training:
             out = self.backbone(images)
             return (out[0], out[1]) if with_features else out[0]
@@ -75,7 +77,7 @@ class ReidNet(nn.Module):
     def features(self, images):
         was = self.training
         self.eval()
-        f = self.backbone(images)
+        f = self.backbone(channels_last(images))
         self.train(was)
         return f
 
