@@ -16,19 +16,29 @@ work would make the same params give different metrics. Rules 1-2 pin it; rule 3
 the rgsyn stages running at the same time, which a single `dvc repro` or the smoke regression
 (one stage at a time) keeps fixed at the machine's cores.
 
-Rule 3 is decided when a stage starts; a stage that started alone keeps its threads when a second
-one joins later (the next stage of its pipeline shares again).
+Under rule 3 the share follows the stages running now: the training, sampling and denoising loops
+call `rebalance()` at every step, which (at most once a second) re-counts the running stages and
+sets torch's threads to the new share. A stage that started alone therefore drops to 1 thread when
+a second one joins, and takes both cores back when it leaves; without this, a stage started on an
+idle machine kept 2 threads next to a later 1-thread stage (3 threads on 2 cores), and two queued
+toy experiments with `dvc queue start -j 2` took 350 s against 308 s one after the other (smoke
+profile, measured). Rules 1-2 pin the count: rebalancing never overrides them, nor a `pinned(n)`
+block (a stage's `threads` param).
 """
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ENV_VARS = ("RGSYN_THREADS", "OMP_NUM_THREADS")
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+REBALANCE_EVERY = 1.0   # seconds between two re-counts of the running stages
+_state = {"shared": False, "pinned": 0, "checked": 0.0}
 
 
 def usable_cores() -> int:
@@ -101,9 +111,48 @@ def apply(requested: int = 0) -> int:
     numpy and worker processes that start later) and torch's intra-op threads if torch is loaded."""
     register()
     n = stage_threads(requested)
+    _state["shared"] = not (requested and requested > 0) and _env_threads() is None   # rule 3 decided
     for var in _THREAD_ENV:
         os.environ[var] = str(n)
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(n)
     return n
+
+
+def rebalance() -> int | None:
+    """Take the current fair share of the cores (rule 3 only; at most once per REBALANCE_EVERY).
+
+    Called by the stages' step loops. Returns the thread count it set, or None when it did nothing
+    (rules 1-2 decided, inside `pinned`, checked too recently, or torch not loaded)."""
+    if not _state["shared"] or _state["pinned"]:
+        return None
+    now = time.monotonic()
+    if now - _state["checked"] < REBALANCE_EVERY:
+        return None
+    _state["checked"] = now
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    n = max(1, usable_cores() // running_stages())
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+@contextlib.contextmanager
+def pinned(n: int):
+    """Run with `n` intra-op threads (0 = leave the current setting), restored afterwards; `rebalance`
+    leaves a pinned count alone."""
+    import torch
+
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+        _state["pinned"] += 1
+    try:
+        yield
+    finally:
+        if n:
+            _state["pinned"] -= 1
+        torch.set_num_threads(old)

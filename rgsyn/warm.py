@@ -246,9 +246,7 @@ def _child(conn: socket.socket, listener: socket.socket, req: dict, fds: list[in
 
             traceback.print_exc()
             rc = 1
-        for t in threading.enumerate():
-            if t is not threading.current_thread() and not t.daemon:
-                t.join()
+        _join_threads()
         atexit._run_exitfuncs()
     finally:
         try:
@@ -256,6 +254,25 @@ def _child(conn: socket.socket, listener: socket.socket, req: dict, fds: list[in
             sys.stderr.flush()
         finally:
             os._exit(rc if isinstance(rc, int) else 1)
+
+
+def _join_threads() -> None:
+    """End the child's threads as interpreter shutdown would: first the shutdown hooks registered
+    with threading (they stop the workers of every `concurrent.futures` pool, such as MLflow's
+    artifact-upload pool), then join the remaining non-daemon threads. Joining first waited forever
+    on an idle pool worker (a `rgsyn report` child hung after its work was done)."""
+    import threading
+
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
+        return
+    import concurrent.futures.thread as cft   # fallback for interpreters without threading._shutdown
+
+    cft._python_exit()
+    for t in threading.enumerate():
+        if t is not threading.current_thread() and not t.daemon:
+            t.join()
 
 
 def serve(path: Path) -> None:

@@ -40,3 +40,57 @@ def test_unrelated_load_does_not_change_the_thread_count(clean, monkeypatch):
     threads.register()
     monkeypatch.setattr(threads.os, "getloadavg", lambda: (20.0, 0.0, 0.0))
     assert threads.stage_threads() == 8
+
+
+@pytest.fixture
+def torch_threads(monkeypatch):
+    """torch's thread count and the OMP/MKL variables that `apply` writes, restored afterwards."""
+    import torch
+
+    for var in threads._THREAD_ENV:   # setenv records the original value (or its absence) for undo
+        was = os.environ.get(var)
+        monkeypatch.setenv(var, was or "")
+        if was is None:
+            monkeypatch.delenv(var)
+    old = torch.get_num_threads()
+    yield torch
+    torch.set_num_threads(old)
+
+
+def test_rebalance_follows_the_stages_running_now(clean, monkeypatch, torch_threads):
+    torch = torch_threads
+    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": 0.0})
+    monkeypatch.setattr(threads, "REBALANCE_EVERY", 0.0)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    assert threads.apply() == 2 and torch.get_num_threads() == 2   # alone: both cores
+    other = threads.register(os.getppid())                          # a second stage joins
+    assert threads.rebalance() == 1 and torch.get_num_threads() == 1
+    with threads.pinned(2):                                         # a stage's threads param
+        assert threads.rebalance() is None and torch.get_num_threads() == 2
+    assert torch.get_num_threads() == 1
+    other.unlink()                                                  # it leaves: both cores again
+    assert threads.rebalance() == 2 and torch.get_num_threads() == 2
+
+
+def test_rebalance_never_overrides_the_environment_or_a_param(clean, monkeypatch, torch_threads):
+    torch = torch_threads
+    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": 0.0})
+    monkeypatch.setattr(threads, "REBALANCE_EVERY", 0.0)
+    monkeypatch.setenv("RGSYN_THREADS", "3")
+    assert threads.apply() == 3
+    threads.register(os.getppid())
+    assert threads.rebalance() is None and torch.get_num_threads() == 3
+    monkeypatch.delenv("RGSYN_THREADS")
+    for var in threads.ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert threads.apply(5) == 5
+    assert threads.rebalance() is None and torch.get_num_threads() == 5
+
+
+def test_rebalance_checks_at_most_once_per_interval(clean, monkeypatch, torch_threads):
+    monkeypatch.setattr(threads, "_state", {"shared": True, "pinned": 0, "checked": 0.0})
+    monkeypatch.setattr(threads, "REBALANCE_EVERY", 3600.0)
+    threads.register()
+    assert threads.rebalance() == 8
+    threads.register(os.getppid())
+    assert threads.rebalance() is None   # within the interval: no re-count

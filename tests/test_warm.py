@@ -46,3 +46,30 @@ def test_stage_runs_in_a_child_of_the_server_and_returns_its_status(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_child_with_an_idle_thread_pool_ends(tmp_path):
+    """A stage that used a concurrent.futures pool (MLflow's artifact uploads, in `rgsyn report`)
+    leaves an idle non-daemon worker; the child must still end (it used to wait on it for ever)."""
+    from rgsyn import warm
+
+    pid = os.fork()
+    if pid == 0:   # the forked stage child
+        import concurrent.futures
+
+        try:
+            pool = concurrent.futures.ThreadPoolExecutor(1)
+            pool.submit(time.sleep, 0.05).result()
+            warm._join_threads()
+        finally:
+            os._exit(0)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise AssertionError("the child did not end: it waits on the pool's idle worker")

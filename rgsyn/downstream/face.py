@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rgsyn import distributed
+from rgsyn import distributed, threads
 from rgsyn.downstream import loop
 from rgsyn.downstream.datasets import (FACE_MEAN, FACE_STD, LabelledImages, channels_last, load_images, normalise,
                                       random_batches)
@@ -199,6 +199,7 @@ def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
         streams = loop.EpochStreams(seed, epoch, rank)
         gen = streams.real_aug
         for idx in random_batches(len(train), bs, seed, epoch, rank=rank, world=world):
+            threads.rebalance()
             x = augment(train.images[idx], gen, erasing).to(dev)
             y = train.labels[idx].to(dev)
             loop.hash_update(real_sha, idx, x)

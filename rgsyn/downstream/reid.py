@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rgsyn import distributed
+from rgsyn import distributed, threads
 from rgsyn.downstream import loop
 from rgsyn.downstream.datasets import (IMAGENET_MEAN, IMAGENET_STD, LabelledImages, PKSampler, channels_last,
                                       normalise)
@@ -141,14 +141,9 @@ def cpu_threads(n: int):
 
     The toy models are made of many small ops; when other processes share the 2 cores, 2 threads
     made an osnet_x0_25 step ~50x slower than 1 thread (10 s vs 0.2 s, measured) because every op
-    waits at a thread barrier. Hence the toy default `threads: 1`."""
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
+    waits at a thread barrier. A set count is pinned: `rgsyn.threads.rebalance` leaves it alone."""
+    with threads.pinned(n):
         yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def device_of(params_device: str) -> tuple[torch.device, "object"]:
@@ -209,6 +204,7 @@ def train_reid(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
         streams = loop.EpochStreams(seed, epoch, rank)
         gen = streams.real_aug
         for idx in sampler.epoch(epoch):
+            threads.rebalance()
             x = augment(train.images[idx], gen, erasing).to(dev)
             y = train.labels[idx].to(dev)
             loop.hash_update(real_sha, idx, x)

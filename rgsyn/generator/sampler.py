@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rgsyn import threads
 from rgsyn.generator.dit import null_label
 from rgsyn.precision import Precision, maybe_compile
 
@@ -191,6 +192,7 @@ class PolicySampler:
         xs = [x] if record else None
         logps = [] if record else None
         for i in range(len(self.timesteps)):
+            threads.rebalance()   # the fair share of the cores (rgsyn.threads)
             mean, std = self.step_mean_std(x, i, labels)
             x = mean + std * self._noise(mean.shape, generator)
             if record:

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from rgsyn import distributed
+from rgsyn import distributed, threads
 from rgsyn.errors import TrainingDiverged
 from rgsyn.generator.datasets import ImageSet
 from rgsyn.precision import Precision
@@ -183,6 +183,7 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
     bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, leave=False,
                disable=not accelerator.is_main_process)
     for step in bar:
+        threads.rebalance()   # the fair share of the cores, when other stages start or end
         g = torch.Generator().manual_seed(seed * 1_000_003 + step * 97 + accelerator.process_index)
         if cache is not None:
             idx, flip, y = _draw(data, batch_size, g, hflip)
