@@ -14,6 +14,8 @@ paid; the stage clears its checkpoints when it finishes, so the second call redo
   after:  the stage as DVC runs it (`rgsyn ...`, through the warm server) minus the second call of
           an in-process probe of the same code
 `python -c "import torch"` is measured in the same reps; the target is fixed - torch <= 1.5 s.
+`--before` may be this checkout itself: "before" then reads as "the same code in its own cold
+process" (`RGSYN_WARM=0`), against "forked from the warm server".
 """
 from __future__ import annotations
 

@@ -20,9 +20,9 @@ Under rule 3 the share follows the stages running now: the training, sampling an
 call `rebalance()` at every step, which (at most once a second) re-counts the running stages and
 sets torch's threads to the new share. A stage that started alone therefore drops to 1 thread when
 a second one joins, and takes both cores back when it leaves; without this, a stage started on an
-idle machine kept 2 threads next to a later 1-thread stage (3 threads on 2 cores), and two queued
-toy experiments with `dvc queue start -j 2` took 350 s against 308 s one after the other (smoke
-profile, measured). Rules 1-2 pin the count: rebalancing never overrides them, nor a `pinned(n)`
+idle machine kept 2 threads next to a later 1-thread stage (3 threads on 2 cores). Two queued
+smoke experiments with `dvc queue start -j 2` took 350 s against 308 s one after the other without
+rebalancing, 272 s against 302 s with it (`benchmarks/bench_stage_overhead.py --parts queue`). Rules 1-2 pin the count: rebalancing never overrides them, nor a `pinned(n)`
 block (a stage's `threads` param).
 """
 from __future__ import annotations

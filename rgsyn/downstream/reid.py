@@ -141,7 +141,8 @@ def cpu_threads(n: int):
 
     The toy models are made of many small ops; when other processes share the 2 cores, 2 threads
     made an osnet_x0_25 step ~50x slower than 1 thread (10 s vs 0.2 s, measured) because every op
-    waits at a thread barrier. A set count is pinned: `rgsyn.threads.rebalance` leaves it alone."""
+    waits at a thread barrier (hence `rgsyn.threads`' fair share when no count is set). A set count
+    is pinned: `rgsyn.threads.rebalance` leaves it alone."""
     with threads.pinned(n):
         yield
 
