@@ -22,8 +22,9 @@ sets torch's threads to the new share. A stage that started alone therefore drop
 a second one joins, and takes both cores back when it leaves; without this, a stage started on an
 idle machine kept 2 threads next to a later 1-thread stage (3 threads on 2 cores). Two queued
 smoke experiments with `dvc queue start -j 2` took 350 s against 308 s one after the other without
-rebalancing, 272 s against 302 s with it (`benchmarks/bench_stage_overhead.py --parts queue`). Rules 1-2 pin the count: rebalancing never overrides them, nor a `pinned(n)`
-block (a stage's `threads` param).
+rebalancing, 272 s against 302 s with it (`benchmarks/bench_stage_overhead.py --parts queue`).
+Rules 1-2 pin the count: rebalancing never overrides them, nor a `pinned(n)` block (a stage's
+`threads` param).
 """
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ from pathlib import Path
 ENV_VARS = ("RGSYN_THREADS", "OMP_NUM_THREADS")
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 REBALANCE_EVERY = 1.0   # seconds between two re-counts of the running stages
-_state = {"shared": False, "pinned": 0, "checked": 0.0}
+# "checked" starts at -inf so that the first call re-counts: monotonic time starts near 0 on a
+# freshly booted machine, where 0.0 skipped the first re-count (and failed a test)
+_state = {"shared": False, "pinned": 0, "checked": float("-inf")}
 
 
 def usable_cores() -> int:
@@ -143,7 +146,11 @@ def rebalance() -> int | None:
 @contextlib.contextmanager
 def pinned(n: int):
     """Run with `n` intra-op threads (0 = leave the current setting), restored afterwards; `rebalance`
-    leaves a pinned count alone."""
+    leaves a pinned count alone.
+
+    The toy models are made of many small ops; when other processes share the 2 cores, 2 threads
+    made an osnet_x0_25 step ~50x slower than 1 thread (10 s vs 0.2 s, measured) because every op
+    waits at a thread barrier. A stage's `threads` param therefore pins its count here."""
     import torch
 
     old = torch.get_num_threads()

@@ -257,22 +257,13 @@ def _child(conn: socket.socket, listener: socket.socket, req: dict, fds: list[in
 
 
 def _join_threads() -> None:
-    """End the child's threads as interpreter shutdown would: first the shutdown hooks registered
-    with threading (they stop the workers of every `concurrent.futures` pool, such as MLflow's
-    artifact-upload pool), then join the remaining non-daemon threads. Joining first waited forever
-    on an idle pool worker (a `rgsyn report` child hung after its work was done)."""
+    """End the child's threads as interpreter shutdown does (`threading._shutdown`): it runs the
+    hooks registered with threading, which stop the workers of every `concurrent.futures` pool
+    (such as MLflow's artifact-upload pool), then joins the non-daemon threads. Joining by hand
+    first waited forever on an idle pool worker (a `rgsyn report` child hung after its work)."""
     import threading
 
-    shutdown = getattr(threading, "_shutdown", None)
-    if shutdown is not None:
-        shutdown()
-        return
-    import concurrent.futures.thread as cft   # fallback for interpreters without threading._shutdown
-
-    cft._python_exit()
-    for t in threading.enumerate():
-        if t is not threading.current_thread() and not t.daemon:
-            t.join()
+    threading._shutdown()
 
 
 def serve(path: Path) -> None:

@@ -59,7 +59,7 @@ def torch_threads(monkeypatch):
 
 def test_rebalance_follows_the_stages_running_now(clean, monkeypatch, torch_threads):
     torch = torch_threads
-    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": 0.0})
+    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": float("-inf")})
     monkeypatch.setattr(threads, "REBALANCE_EVERY", 0.0)
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     assert threads.apply() == 2 and torch.get_num_threads() == 2   # alone: both cores
@@ -74,7 +74,7 @@ def test_rebalance_follows_the_stages_running_now(clean, monkeypatch, torch_thre
 
 def test_rebalance_never_overrides_the_environment_or_a_param(clean, monkeypatch, torch_threads):
     torch = torch_threads
-    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": 0.0})
+    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": float("-inf")})
     monkeypatch.setattr(threads, "REBALANCE_EVERY", 0.0)
     monkeypatch.setenv("RGSYN_THREADS", "3")
     assert threads.apply() == 3
@@ -88,7 +88,7 @@ def test_rebalance_never_overrides_the_environment_or_a_param(clean, monkeypatch
 
 
 def test_rebalance_checks_at_most_once_per_interval(clean, monkeypatch, torch_threads):
-    monkeypatch.setattr(threads, "_state", {"shared": True, "pinned": 0, "checked": 0.0})
+    monkeypatch.setattr(threads, "_state", {"shared": True, "pinned": 0, "checked": float("-inf")})
     monkeypatch.setattr(threads, "REBALANCE_EVERY", 3600.0)
     threads.register()
     assert threads.rebalance() == 8

@@ -61,8 +61,9 @@ def test_a_child_with_an_idle_thread_pool_ends(tmp_path):
             pool = concurrent.futures.ThreadPoolExecutor(1)
             pool.submit(time.sleep, 0.05).result()
             warm._join_threads()
-        finally:
-            os._exit(0)
+        except BaseException:
+            os._exit(1)
+        os._exit(0)
     deadline = time.time() + 30
     while time.time() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)

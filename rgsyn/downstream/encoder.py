@@ -33,7 +33,7 @@ class IdentityEncoder(nn.Module):
     def __init__(self, model: nn.Module, kind: str, input_size: tuple[int, int], mean, std, threads: int = 0):
         super().__init__()
         self.model, self.kind = model, kind
-        self.threads = threads   # CPU intra-op threads while encoding (0 = torch's setting); see cpu_threads
+        self.threads = threads   # CPU intra-op threads while encoding (0 = torch's setting); see rgsyn.threads.pinned
         self.input_size = tuple(input_size)
         self.mean, self.std = tuple(mean), tuple(std)
         self.eval()
@@ -42,11 +42,11 @@ class IdentityEncoder(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"IdentityEncoder.encode: expected images (B, 3, H, W), got {tuple(images.shape)}")
-        from rgsyn.downstream.reid import cpu_threads
+        from rgsyn import threads
 
         self.model.eval()
         dev = next(self.model.parameters()).device
-        with cpu_threads(self.threads if dev.type == "cpu" else 0):
+        with threads.pinned(self.threads if dev.type == "cpu" else 0):
             x = normalise(resize_to(images.to(dev).float(), self.input_size).clamp(0, 1), self.mean, self.std)
             f = self.model.features(x) if self.kind == "reid" else self.model.embed(x)
             return F.normalize(f.float(), dim=1)
@@ -99,16 +99,16 @@ def load_identity_encoder(path: str | Path, device: str | torch.device = "cpu") 
     need = {"kind", "config", "num_classes", "input_size", "mean", "std", "state_dict"}
     if not isinstance(blob, dict) or not need <= set(blob):
         raise CheckpointError(f"{p}: missing keys {sorted(need - set(blob or {}))} of an identity encoder file")
-    from rgsyn.downstream.reid import cpu_threads
+    from rgsyn import threads
 
-    threads = int(blob["config"].get("threads", 0))
-    with cpu_threads(threads):
+    n_threads = int(blob["config"].get("threads", 0))
+    with threads.pinned(n_threads):
         net = _build(blob["kind"], blob["config"], blob["num_classes"])
     try:
         net.load_state_dict(blob["state_dict"])
     except RuntimeError as e:
         raise CheckpointError(f"{p}: weights do not fit the saved config: {str(e).splitlines()[0]}") from None
-    return IdentityEncoder(net, blob["kind"], blob["input_size"], blob["mean"], blob["std"], threads).to(device)
+    return IdentityEncoder(net, blob["kind"], blob["input_size"], blob["mean"], blob["std"], n_threads).to(device)
 
 
 # --------------------------------------------------------------------------------- stage
@@ -146,10 +146,10 @@ def _with_epochs(section, epochs: int):
 
 def run(params, domain: str) -> dict:
     """Train and save the reward and gold identity encoders of `domain` (persons | faces)."""
-    from rgsyn import distributed, paths, tracking
+    from rgsyn import distributed, paths, threads, tracking
     from rgsyn.checkpoint import Checkpointer
     from rgsyn.downstream.face import train_face
-    from rgsyn.downstream.reid import cpu_threads, train_reid
+    from rgsyn.downstream.reid import train_reid
 
     if domain not in paths.DOMAINS:
         raise CheckpointError(f"encoder: unknown domain {domain!r}; choose one of {list(paths.DOMAINS)}")
@@ -166,7 +166,7 @@ def run(params, domain: str) -> dict:
                                                             "classes": num_classes})
             on_step = lambda s, r, w=which: run.log_metrics({f"{w}.loss": r["loss"]}, step=s)  # noqa: E731
             train = train_reid if kind == "reid" else train_face
-            with cpu_threads(section.threads):
+            with threads.pinned(section.threads):
                 net, info = train(data, num_classes, section, seed, device=params.device, checkpointer=ck,
                                   on_step=on_step, precision=params.compute.precision)
             if distributed.is_main():   # every rank holds the same weights; one writes them

@@ -15,7 +15,6 @@ distances, `rgsyn.metrics.evaluate_reid` (Market-1501 protocol).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import time
@@ -133,18 +132,6 @@ def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
         t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
     return f
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int):
-    """Run with `n` intra-op CPU threads (0 = leave torch's setting), restoring it afterwards.
-
-    The toy models are made of many small ops; when other processes share the 2 cores, 2 threads
-    made an osnet_x0_25 step ~50x slower than 1 thread (10 s vs 0.2 s, measured) because every op
-    waits at a thread barrier (hence `rgsyn.threads`' fair share when no count is set). A set count
-    is pinned: `rgsyn.threads.rebalance` leaves it alone."""
-    with threads.pinned(n):
-        yield
 
 
 def device_of(params_device: str) -> tuple[torch.device, "object"]:

@@ -122,13 +122,13 @@ def train_and_evaluate(params, benchmark: str, variant: str, seed: int, run=None
 
     Under several processes each rank trains on its share of every batch (rgsyn.distributed), rank 0
     evaluates and writes the outputs, and every rank returns rank 0's metrics."""
-    from rgsyn.downstream.reid import cpu_threads
+    from rgsyn import threads
 
     section = params.face if benchmark == "casia_face" else params.reid
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        with cpu_threads(section.threads):
+        with threads.pinned(section.threads):
             return _train_and_evaluate(params, benchmark, variant, seed, run, progress, stop_after_epoch)
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
