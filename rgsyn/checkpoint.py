@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ class Checkpointer:
         self.dir = WORK_ROOT / key
         self.fp = fingerprint(config)
         self.path = self.dir / "checkpoint.pt"
+        self.saved_at = time.monotonic()   # the stage's start, then its last save (rgsyn.downstream.loop)
 
     def load(self, map_location: str = "cpu") -> dict | None:
         import torch

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 ENV_VARS = ("RGSYN_THREADS", "OMP_NUM_THREADS")
-_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 REBALANCE_EVERY = 1.0   # seconds between two re-counts of the running stages
 # "checked" starts at -inf so that the first call re-counts: monotonic time starts near 0 on a
 # freshly booted machine, where 0.0 skipped the first re-count (and failed a test)
@@ -115,7 +115,7 @@ def apply(requested: int = 0) -> int:
     register()
     n = stage_threads(requested)
     _state["shared"] = not (requested and requested > 0) and _env_threads() is None   # rule 3 decided
-    for var in _THREAD_ENV:
+    for var in THREAD_ENV:
         os.environ[var] = str(n)
     torch = sys.modules.get("torch")
     if torch is not None:

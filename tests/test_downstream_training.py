@@ -286,3 +286,16 @@ def test_cosface_margin_only_on_the_true_class():
     diff = plain - margin
     assert torch.allclose(diff[0], torch.tensor([0.0, 0.0, 5.0])) and torch.allclose(diff[1], torch.tensor([5.0, 0.0, 0.0]))
     assert plain.abs().max() <= 10.0 + 1e-5
+
+
+def test_epoch_checkpoints_are_written_when_due_or_forced(tmp_path, monkeypatch):
+    from rgsyn.checkpoint import Checkpointer
+    from rgsyn.downstream import loop
+
+    monkeypatch.chdir(tmp_path)
+    ck = Checkpointer("due-test", {"a": 1})
+    assert not loop.checkpoint_due(ck)               # a fresh stage: a toy epoch is not worth a save
+    assert loop.checkpoint_due(ck, force=True)       # a stop (kill simulation) always saves
+    assert not loop.checkpoint_due(None, force=True)
+    monkeypatch.setattr(loop, "SAVE_EVERY_SECONDS", 0.0)
+    assert loop.checkpoint_due(ck)                   # long epochs: every one is saved

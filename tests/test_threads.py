@@ -47,7 +47,7 @@ def torch_threads(monkeypatch):
     """torch's thread count and the OMP/MKL variables that `apply` writes, restored afterwards."""
     import torch
 
-    for var in threads._THREAD_ENV:   # setenv records the original value (or its absence) for undo
+    for var in threads.THREAD_ENV:   # setenv records the original value (or its absence) for undo
         was = os.environ.get(var)
         monkeypatch.setenv(var, was or "")
         if was is None:

@@ -229,8 +229,9 @@ def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{rec['loss']:.3f}")
-        loop.save(checkpointer, epoch, net, opt, sched, selector, history, n_syn_used)
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+        stopping = stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
+        loop.save(checkpointer, epoch, net, opt, sched, selector, history, n_syn_used, force=stopping)
+        if stopping:
             break
     bar.close()
     net.eval()
