@@ -59,7 +59,7 @@ def torch_threads(monkeypatch):
 
 def test_rebalance_follows_the_stages_running_now(clean, monkeypatch, torch_threads):
     torch = torch_threads
-    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": float("-inf")})
+    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": float("-inf"), "wrote": {}})
     monkeypatch.setattr(threads, "REBALANCE_EVERY", 0.0)
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     assert threads.apply() == 2 and torch.get_num_threads() == 2   # alone: both cores
@@ -74,7 +74,7 @@ def test_rebalance_follows_the_stages_running_now(clean, monkeypatch, torch_thre
 
 def test_rebalance_never_overrides_the_environment_or_a_param(clean, monkeypatch, torch_threads):
     torch = torch_threads
-    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": float("-inf")})
+    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": float("-inf"), "wrote": {}})
     monkeypatch.setattr(threads, "REBALANCE_EVERY", 0.0)
     monkeypatch.setenv("RGSYN_THREADS", "3")
     assert threads.apply() == 3
@@ -94,3 +94,26 @@ def test_rebalance_checks_at_most_once_per_interval(clean, monkeypatch, torch_th
     assert threads.rebalance() == 8
     threads.register(os.getppid())
     assert threads.rebalance() is None   # within the interval: no re-count
+
+
+def test_a_later_stage_of_the_same_process_takes_its_own_share(clean, monkeypatch, torch_threads):
+    # the smoke regression and the tests run stages in one process: the share that the first stage
+    # wrote into OMP_NUM_THREADS (for its worker processes) must not pin every later stage
+    torch = torch_threads
+    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": float("-inf"), "wrote": {}})
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    other = threads.register(os.getppid())              # another stage is running at the first start
+    assert threads.apply() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+    other.unlink()
+    assert threads.apply() == 2 and torch.get_num_threads() == 2 and os.environ["OMP_NUM_THREADS"] == "2"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")          # set by the user after that: a decision again
+    assert threads.apply() == 1
+
+
+def test_a_users_value_equal_to_the_share_stays_a_decision(clean, monkeypatch, torch_threads):
+    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": float("-inf"), "wrote": {}})
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert threads.apply() == 2 and not threads._state["shared"]
+    threads.register(os.getppid())                      # a second stage: the user's 2 still holds
+    assert threads.apply() == 2

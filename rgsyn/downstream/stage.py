@@ -125,13 +125,18 @@ def train_and_evaluate(params, benchmark: str, variant: str, seed: int, run=None
     from rgsyn import threads
 
     section = params.face if benchmark == "casia_face" else params.reid
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # Deterministic mode also fills every tensor that torch.empty allocates, op outputs included,
+    # to expose reads of memory never written. None happen here (the same losses bit for bit), and
+    # the fill made a toy re-ID step 1.13x slower (benchmarks/bench_deterministic_fill.py).
+    torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         with threads.pinned(section.threads):
             return _train_and_evaluate(params, benchmark, variant, seed, run, progress, stop_after_epoch)
     finally:
-        torch.use_deterministic_algorithms(was_deterministic)
+        torch.use_deterministic_algorithms(was[0])
+        torch.utils.deterministic.fill_uninitialized_memory = was[1]
 
 
 def _train_and_evaluate(params, benchmark, variant, seed, run, progress, stop_after_epoch):
