@@ -149,8 +149,8 @@ def train_reid(train: LabelledImages, num_classes: int, p, seed: int, *, synthet
                stop_after_epoch: int | None = None, precision: str = "fp32") -> tuple[ReidNet, dict]:
     """Train a ReID model with params `p` (a `ReidParams`). Returns (model in eval mode, info).
 
-    Resumes from `checkpointer` (a `rgsyn.checkpoint.Checkpointer`) and saves there after every
-    epoch. `stop_after_epoch` stops early (tests use it to simulate a kill).
+    Resumes from `checkpointer` (a `rgsyn.checkpoint.Checkpointer`) and saves there at the end of
+    an epoch when one is due (`loop.checkpoint_due`). `stop_after_epoch` stops early (tests use it to simulate a kill).
     """
     from torchreid.reid.losses import CrossEntropyLoss, TripletLoss
     from torchvision.transforms import RandomErasing

@@ -8,8 +8,9 @@ the synthetic samples of each step (`none | random | lookahead`), and whether ra
 Writes (atomically): `paths.run_metrics(B, V, S)` (JSON; a non-finite value such as an SER with a
 zero-error group is written as null), `paths.train_curve(B, V, S)` (CSV, one row per step) and the
 model `paths.downstream_dir(B, V, S)/model.pt` (loadable with `load_identity_encoder`). The training
-state is checkpointed every epoch outside the DVC outputs (`rgsyn.checkpoint`); a killed run
-resumes from the last finished epoch and ends with the same metrics as an uninterrupted one.
+state is checkpointed at the end of an epoch outside the DVC outputs (`rgsyn.checkpoint`), when 30 s
+have passed since the last save (`rgsyn.downstream.loop.SAVE_EVERY_SECONDS`; every epoch at paper
+scale); a killed run resumes from the last saved epoch and ends with the same metrics as an uninterrupted one.
 """
 from __future__ import annotations
 
