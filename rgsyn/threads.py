@@ -41,11 +41,11 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 REBALANCE_EVERY = 1.0   # seconds between two re-counts of the running stages
 # "checked" starts at -inf so that the first call re-counts: monotonic time starts near 0 on a
 # freshly booted machine, where 0.0 skipped the first re-count (and failed a test)
-# "wrote": the OMP/MKL values that `apply` set from a fair share (rule 3). They are for the worker
-# processes the stage starts, not a decision: a later stage of the same process (tests, the smoke
-# runner) takes its own share instead of inheriting the first one's (1 thread when another stage
-# happened to be running then, for the rest of the process).
-_state = {"shared": False, "pinned": 0, "checked": float("-inf"), "wrote": {}}
+# "wrote": the OMP_NUM_THREADS value that `apply` set from a fair share (rule 3), else None. It is
+# for the worker processes the stage starts, not a decision: a later stage of the same process
+# (tests, the smoke runner) takes its own share instead of inheriting the first one's (1 thread
+# when another stage happened to be running then, for the rest of the process).
+_state = {"shared": False, "pinned": 0, "checked": float("-inf"), "wrote": None}
 
 
 def usable_cores() -> int:
@@ -98,7 +98,7 @@ def running_stages() -> int:
 def _env_threads() -> int | None:
     for var in ENV_VARS:
         v = os.environ.get(var, "").strip()
-        if v == _state["wrote"].get(var):
+        if var == "OMP_NUM_THREADS" and v == _state["wrote"]:
             continue   # a share that `apply` wrote for an earlier stage of this process, no decision
         if v.isdigit() and int(v) > 0:
             return int(v)
@@ -121,12 +121,9 @@ def apply(requested: int = 0) -> int:
     register()
     n = stage_threads(requested)
     _state["shared"] = not (requested and requested > 0) and _env_threads() is None   # rule 3 decided
+    # a fair share is this module's own value; a user's value (even an equal one) decided rule 2
+    _state["wrote"] = str(n) if _state["shared"] else None
     for var in THREAD_ENV:
-        # remembered as this module's own value unless the user had set the same one already
-        if _state["shared"] and os.environ.get(var) != str(n):
-            _state["wrote"][var] = str(n)
-        elif not _state["shared"]:
-            _state["wrote"].pop(var, None)
         os.environ[var] = str(n)
     torch = sys.modules.get("torch")
     if torch is not None:

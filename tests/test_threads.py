@@ -59,7 +59,7 @@ def torch_threads(monkeypatch):
 
 def test_rebalance_follows_the_stages_running_now(clean, monkeypatch, torch_threads):
     torch = torch_threads
-    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": float("-inf"), "wrote": {}})
+    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": float("-inf"), "wrote": None})
     monkeypatch.setattr(threads, "REBALANCE_EVERY", 0.0)
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     assert threads.apply() == 2 and torch.get_num_threads() == 2   # alone: both cores
@@ -74,7 +74,7 @@ def test_rebalance_follows_the_stages_running_now(clean, monkeypatch, torch_thre
 
 def test_rebalance_never_overrides_the_environment_or_a_param(clean, monkeypatch, torch_threads):
     torch = torch_threads
-    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": float("-inf"), "wrote": {}})
+    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": float("-inf"), "wrote": None})
     monkeypatch.setattr(threads, "REBALANCE_EVERY", 0.0)
     monkeypatch.setenv("RGSYN_THREADS", "3")
     assert threads.apply() == 3
@@ -100,7 +100,7 @@ def test_a_later_stage_of_the_same_process_takes_its_own_share(clean, monkeypatc
     # the smoke regression and the tests run stages in one process: the share that the first stage
     # wrote into OMP_NUM_THREADS (for its worker processes) must not pin every later stage
     torch = torch_threads
-    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": float("-inf"), "wrote": {}})
+    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": float("-inf"), "wrote": None})
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     other = threads.register(os.getppid())              # another stage is running at the first start
     assert threads.apply() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
@@ -111,7 +111,7 @@ def test_a_later_stage_of_the_same_process_takes_its_own_share(clean, monkeypatc
 
 
 def test_a_users_value_equal_to_the_share_stays_a_decision(clean, monkeypatch, torch_threads):
-    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": float("-inf"), "wrote": {}})
+    monkeypatch.setattr(threads, "_state", {"shared": False, "pinned": 0, "checked": float("-inf"), "wrote": None})
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert threads.apply() == 2 and not threads._state["shared"]

@@ -1,6 +1,7 @@
 """Pieces shared by the re-ID and face training loops: checkpoint state and synthetic mixing."""
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import torch
@@ -51,8 +52,6 @@ SAVE_EVERY_SECONDS = 30.0
 def checkpoint_due(checkpointer, force: bool = False) -> bool:
     """Whether to save now: forced, or SAVE_EVERY_SECONDS since the last save (rank 0's clock, the
     same answer on every rank, since saving is a collective)."""
-    import time
-
     if checkpointer is None:
         return False
     return bool(distributed.broadcast_object(force or time.monotonic() - checkpointer.saved_at >= SAVE_EVERY_SECONDS))
@@ -62,12 +61,8 @@ def save(checkpointer, epoch: int, net, opt, sched, selector, history: list, n_s
          force: bool = False) -> None:
     """Checkpoint the state after `epoch` (0-based) so that a killed run resumes with epoch + 1;
     when `force`, or when it is due (`checkpoint_due`)."""
-    import time
-
     if not checkpoint_due(checkpointer, force):
         return
-    from rgsyn import distributed
-
     rngs = distributed.gather_objects(torch.get_rng_state())   # a collective: every rank calls save
     ck = {"epoch": epoch + 1, "model": _bare(net).state_dict(), "optimizer": opt.state_dict(),
           "scheduler": sched.state_dict(), "rng": rngs if len(rngs) > 1 else rngs[0], "history": history,
