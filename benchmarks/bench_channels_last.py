@@ -24,7 +24,7 @@ def _nets():
     from rgsyn.downstream.reid import build_reid_model
 
     p = Params()
-    return (build_reid_model(p.reid.backbone, 48, p.reid.height, p.reid.width).backbone,
+    return (build_reid_model("resnet18", 48, p.reid.height, p.reid.width).backbone,
             (3, p.reid.height, p.reid.width), build_face_model(p.face, 64).backbone, (3, p.face.size, p.face.size))
 
 

@@ -9,7 +9,8 @@ so every op of a training step writes its output twice. The fill only guards aga
 memory that was never written; no rgsyn code does that, so the values are the same without it
 (this script checks that the losses agree bit for bit).
 
-Times one optimiser step of the toy re-ID model (torchreid resnet18, 64x32, 80 images, Adam) and
+Times one optimiser step of the toy re-ID model (`reid.backbone`, 64x32, 80 images, Adam; resnet18
+before the toy default moved to small_resnet, when the figures in the README were taken) and
 of the toy face model (small_resnet, 32 px, 80 images, SGD) in three modes: deterministic off,
 deterministic with the fill (the old stage), deterministic without it (the stage now). The modes
 alternate within every round, so machine noise hits all of them; the table gives the median per

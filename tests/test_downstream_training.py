@@ -299,3 +299,26 @@ def test_epoch_checkpoints_are_written_when_due_or_forced(tmp_path, monkeypatch)
     assert not loop.checkpoint_due(None, force=True)
     monkeypatch.setattr(loop, "SAVE_EVERY_SECONDS", 0.0)
     assert loop.checkpoint_due(ck)                   # long epochs: every one is saved
+
+
+def test_small_resnet_reid_backbone_follows_torchreid_convention(tmp_path):
+    from rgsyn.downstream.reid import build_reid_model
+    from rgsyn.errors import CheckpointError
+
+    torch.manual_seed(0)
+    net = build_reid_model("small_resnet", 5, 64, 32)
+    x = torch.randn(6, 3, 64, 32)
+    y = torch.randint(0, 5, (6,))
+    net.train()
+    logits, feats = net(x, with_features=True)
+    assert logits.shape == (6, 5) and feats.shape == (6, 256)
+    assert torch.equal(net(x, y), logits)          # the selector's interface: the same logits
+    assert net.features(x).shape == (6, 256) and net.training      # eval embedding, mode restored
+    # one Adam step moves the classifier the selector's virtual step reads ("backbone.classifier")
+    before = net.backbone.classifier.weight.detach().clone()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    torch.nn.functional.cross_entropy(net(x, y), y).backward()
+    opt.step()
+    assert not torch.equal(before, net.backbone.classifier.weight)
+    with pytest.raises(CheckpointError, match="small_resnet backbone has no ImageNet weights"):
+        build_reid_model("small_resnet", 5, 64, 32, pretrained=str(tmp_path / "w.pt"))

@@ -31,6 +31,7 @@ from rgsyn import distributed, threads
 from rgsyn.downstream import loop
 from rgsyn.downstream.datasets import (FACE_MEAN, FACE_STD, LabelledImages, channels_last, load_images, normalise,
                                       random_batches)
+from rgsyn.downstream.small_resnet import Block
 from rgsyn.errors import CheckpointError, DataError, TrainingDiverged
 from rgsyn.precision import Precision
 
@@ -52,29 +53,15 @@ class CosFaceHead(nn.Module):
         return self.s * (cos - margin)
 
 
-class _Block(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.b1 = nn.BatchNorm2d(cout)
-        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.b2 = nn.BatchNorm2d(cout)
-        self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                      if stride != 1 or cin != cout else nn.Identity())
-
-    def forward(self, x):
-        return F.relu(self.b2(self.c2(F.relu(self.b1(self.c1(x))))) + self.short(x))
-
-
 class SmallResNet(nn.Module):
     """A 3-stage ResNet for tiny faces: (B,3,S,S) -> (B, embedding_dim) (BN-FC-BN embedding)."""
 
     def __init__(self, embedding_dim: int, size: int, width: int = 16):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
-        self.layer1 = _Block(width, width, 1)
-        self.layer2 = _Block(width, 2 * width, 2)
-        self.layer3 = _Block(2 * width, 4 * width, 2)
+        self.layer1 = Block(width, width, 1)
+        self.layer2 = Block(width, 2 * width, 2)
+        self.layer3 = Block(2 * width, 4 * width, 2)
         self.bn = nn.BatchNorm2d(4 * width)
         side = math.ceil(math.ceil(size / 2) / 2)
         self.fc = nn.Linear(4 * width * side * side, embedding_dim)

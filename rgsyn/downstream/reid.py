@@ -1,7 +1,8 @@
 """Person re-ID training and evaluation (PAPER.md, "Downstream protocols").
 
-Model: a torchreid backbone (resnet50, osnet_x1_0, osnet_x0_25, resnet18) or timm's ViT-B/16 at
-the profile's input size, with an identity classifier. Loss: identity cross-entropy with label
+Model: a torchreid backbone (resnet50, osnet_x1_0, osnet_x0_25, resnet18), timm's ViT-B/16 at
+the profile's input size, or the toy profile's `small_resnet` (rgsyn.downstream.small_resnet), with an
+identity classifier. Loss: identity cross-entropy with label
 smoothing (torchreid `CrossEntropyLoss`) + batch-hard triplet (torchreid `TripletLoss`) on PK
 batches. Optimiser: Adam (weight decay from params) with linear warmup, then cosine decay.
 Random erasing (torchvision `RandomErasing`) is the `real_re` switch.
@@ -90,6 +91,10 @@ def build_reid_model(backbone: str, num_classes: int, height: int, width: int, p
             from torchreid.reid.models import build_model
 
             net = build_model(backbone, num_classes=num_classes, loss="triplet", pretrained=False)
+    elif backbone == "small_resnet":
+        from rgsyn.downstream.small_resnet import SmallReidResNet
+
+        net = SmallReidResNet(num_classes)
     elif backbone == "vit_b16":
         net = _TimmReid("vit_base_patch16_224", num_classes, height, width)
     else:
@@ -97,6 +102,9 @@ def build_reid_model(backbone: str, num_classes: int, height: int, width: int, p
     if pretrained:
         from rgsyn.downstream import pretrained as pt
 
+        if backbone == "small_resnet":
+            raise CheckpointError("reid.pretrained: the small_resnet backbone has no ImageNet weights; "
+                                  "set reid.pretrained to '' or pick resnet50, resnet18, osnet or vit_b16")
         if isinstance(net, _TimmReid):
             pt.load_pretrained(net.backbone, pretrained, pt.TIMM_VIT, "reid.pretrained")
         else:
