@@ -84,9 +84,11 @@ def train_runs(params_path: Path, seeds: list[int], benchmarks: list[str]) -> No
             for bench in benchmarks:
                 res = []
                 for s in seeds:
-                    subprocess.run([sys.executable, "-m", "rgsyn", "train", "--benchmark", bench, "--variant", "real",
-                                    "--seed", str(s)], cwd=ws, check=True, stdout=subprocess.DEVNULL,
-                                   env={**os.environ, "RGSYN_WARM": "0"})
+                    r = subprocess.run([sys.executable, "-m", "rgsyn", "train", "--benchmark", bench, "--variant",
+                                        "real", "--seed", str(s)], cwd=ws, capture_output=True, text=True,
+                                       env={**os.environ, "RGSYN_WARM": "0"})
+                    if r.returncode:
+                        sys.exit(f"{backbone} {bench} seed {s} failed:\n{r.stderr[-3000:]}")
                     res.append(json.loads((ws / "results" / "train" / bench / f"real-seed{s}.json").read_text()))
                 maps = [r["mAP"] * 100 for r in res]
                 print(f"| {backbone} | {p['reid']['lr']:g} | {bench} | {', '.join(f'{m:.1f}' for m in maps)} | "
