@@ -43,6 +43,7 @@ def _cases(lock: dict) -> dict[str, dict]:
         return {**lock, "stages": {k: lock["stages"][k] for k in names[:n]}}
 
     n = len(names)
+
     def digests(one_file):
         return {**lock, "stages": {k: _digest_deps(v, one_file) for k, v in lock["stages"].items()}}
 

@@ -17,6 +17,7 @@ varies as little between seeds, since the verdicts compare variants across seeds
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -74,7 +75,7 @@ def train_runs(params_path: Path, seeds: list[int], benchmarks: list[str]) -> No
     print("| backbone | lr | benchmark | mAP per seed | mean mAP | mean rank-1 | mean train s |")
     print("|---|---|---|---|---|---|---|")
     for backbone, lr in CASES.items():
-        p = json.loads(json.dumps(base))
+        p = copy.deepcopy(base)
         p["reid"]["backbone"] = backbone
         p["reid"]["lr"] = lr if lr is not None else base["reid"]["lr"]
         with tempfile.TemporaryDirectory(prefix="rgsyn-bench-") as tmp:
