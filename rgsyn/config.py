@@ -121,10 +121,17 @@ class DataParams:
 # ------------------------------------------------------------------------------ generator
 @dataclass
 class DiTArch:
-    """A diffusers DiTTransformer2DModel config (toy: small, pixel space)."""
+    """A diffusers DiTTransformer2DModel config (toy: small, pixel space).
 
-    sample_size: int = rng(4, None, 32)
-    patch_size: int = rng(1, 16, 4)
+    The toy generator draws 16x16 pixels in 2x2 patches: 64 tokens, the same cost as 32 px in 4x4
+    patches, but each token predicts 12 values instead of 48. The gold encoder still tells the
+    toy world's identities apart at 16 px (oracle renders taken down to 16x16 and back: 86.5%
+    Market, 86.7% CUHK03, 78.1% faces, against 90.6%, 93.8%, 79.7% at full size), and the cold
+    start's gold identity accuracy went from 53.1/51.6/55.1% at 32 px in 4x4 patches to
+    72.4/82.0/72.7% (README, "Toy generator"). The images are resized to the downstream size."""
+
+    sample_size: int = rng(4, None, 16)
+    patch_size: int = rng(1, 16, 2)
     in_channels: int = rng(1, None, 3)
     num_layers: int = rng(1, None, 4)
     num_attention_heads: int = rng(1, None, 4)
