@@ -33,15 +33,12 @@ CASES = {"32px/patch4": (32, 4), "16px/patch2": (16, 2)}
 def _coldstart_model(side: int, patch: int, n_ids: int = 80):
     from rgsyn.config import ColdstartParams, DiTArch
     from rgsyn.generator import dit
+    from rgsyn.generator.coldstart import identity_model
 
     torch.manual_seed(0)
-    model = dit.swap_identity_head(dit.build_dit(DiTArch(sample_size=side, patch_size=patch, num_classes=10)), n_ids)
-    dit.add_lora(model, ColdstartParams().lora)
-    trainable = dit.freeze_backbone(model)
-    lora = [p for n, p in model.named_parameters() if ".lora_" in n]
-    for p in lora:
-        p.requires_grad_(True)
-    return model.train(), trainable + lora
+    prior = dit.build_dit(DiTArch(sample_size=side, patch_size=patch, num_classes=10))
+    model, trainable = identity_model(prior, n_ids, ColdstartParams())
+    return model.train(), trainable
 
 
 def step_times(threads: int, rounds: int, steps: int = 10, batch: int = 32) -> dict[str, list[float]]:

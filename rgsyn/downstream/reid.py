@@ -83,6 +83,9 @@ class ReidNet(nn.Module):
 
 
 def build_reid_model(backbone: str, num_classes: int, height: int, width: int, pretrained: str = "") -> ReidNet:
+    if pretrained and backbone == "small_resnet":
+        raise CheckpointError("reid.pretrained: the small_resnet backbone has no ImageNet weights; "
+                              "set reid.pretrained to '' or pick resnet50, resnet18, osnet or vit_b16")
     if backbone in TORCHREID_BACKBONES:
         import warnings
 
@@ -102,9 +105,6 @@ def build_reid_model(backbone: str, num_classes: int, height: int, width: int, p
     if pretrained:
         from rgsyn.downstream import pretrained as pt
 
-        if backbone == "small_resnet":
-            raise CheckpointError("reid.pretrained: the small_resnet backbone has no ImageNet weights; "
-                                  "set reid.pretrained to '' or pick resnet50, resnet18, osnet or vit_b16")
         if isinstance(net, _TimmReid):
             pt.load_pretrained(net.backbone, pretrained, pt.TIMM_VIT, "reid.pretrained")
         else:

@@ -42,6 +42,22 @@ def check_identities(identities: list[dict], labels: torch.Tensor, where: str) -
         raise DataError(f"{where}: identity {empty[0]} has no training images")
 
 
+def identity_model(transformer, n_ids: int, cp) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
+    """The model the cold start trains and its trainable parameters: the identity head of `n_ids`
+    rows swapped in, the backbone frozen, and with `cp.train_lora` a LoRA adapter (`cp.lora`) that
+    trains with the head."""
+    transformer = dit.swap_identity_head(transformer, n_ids)
+    if cp.train_lora:
+        dit.add_lora(transformer, cp.lora)
+    trainable = dit.freeze_backbone(transformer)
+    if cp.train_lora:
+        lora = [p for n, p in transformer.named_parameters() if ".lora_" in n]
+        for p in lora:
+            p.requires_grad_(True)
+        trainable += lora
+    return transformer, trainable
+
+
 def run(params: Params, domain: str) -> None:
     cp = params.coldstart
     seed = params.generator_seed
@@ -65,15 +81,7 @@ def run(params: Params, domain: str) -> None:
         data = domain_set(params, domain, bundle.image_size)
         check_identities(data.identities, data.labels, f"{domain} training set")
         n_ids = len(data.identities)
-        transformer = dit.swap_identity_head(bundle.transformer, n_ids)
-        if cp.train_lora:
-            dit.add_lora(transformer, cp.lora)
-        trainable = dit.freeze_backbone(transformer)
-        if cp.train_lora:
-            lora = [p for n, p in transformer.named_parameters() if ".lora_" in n]
-            for p in lora:
-                p.requires_grad_(True)
-            trainable += lora
+        transformer, trainable = identity_model(bundle.transformer, n_ids, cp)
         run.log_metrics({"coldstart/n_identities": n_ids, "coldstart/n_images": len(data),
                          "coldstart/n_trainable": sum(p.numel() for p in trainable)})
         ck = Checkpointer(f"coldstart-{domain}", {
