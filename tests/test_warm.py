@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from rgsyn import runtime_dir, warm
+from rgsyn import runtime_dir, warm, warm_server
 
 REPO = Path(__file__).resolve().parents[1]
 OTHER_PYTHON = "/usr/bin/python3"
@@ -71,7 +71,7 @@ def _wait_for(path: Path, seconds: float = 60) -> bool:
 @contextlib.contextmanager
 def _server(env: dict, sock: Path, log: Path):
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "rgsyn.warm", "--socket", str(sock)], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "rgsyn.warm_server", "--socket", str(sock)], env=env,
                                 stdout=f, stderr=f, cwd="/")
     try:
         assert _wait_for(sock), log.read_text()
@@ -252,7 +252,7 @@ def test_a_stalled_client_does_not_block_the_next_stage(tmp_path):
         out = _stage(work, env)
         assert out.returncode == 2 and time.monotonic() - t0 < 60
         assert f"rgsyn {' '.join(STAGE)} in {work}" in log.read_text()   # served, not run cold
-        silent.settimeout(warm.REQUEST_SECONDS + 20)
+        silent.settimeout(warm_server.REQUEST_SECONDS + 20)
         answer = silent.recv(4096)
         assert answer.startswith(b"error no whole request within"), answer
         assert silent.recv(4096) == b""
@@ -325,7 +325,7 @@ def test_a_child_with_an_idle_thread_pool_ends(tmp_path):
         try:
             pool = concurrent.futures.ThreadPoolExecutor(1)
             pool.submit(time.sleep, 0.05).result()
-            warm._join_threads()
+            warm_server._join_threads()
         except BaseException:
             os._exit(1)
         os._exit(0)
