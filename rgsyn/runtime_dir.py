@@ -90,7 +90,8 @@ def tell(message: str) -> None:
 
 def open_private(path: Path, flags: int, exclusive: bool = False) -> int:
     """os.open without following a symlink (O_NOFOLLOW; O_CREAT|O_EXCL with `exclusive`; never
-    blocking on a planted FIFO), then checked: a regular file of this user with no other hard link, else NotPrivate."""
+    blocking on a planted FIFO), then checked: a regular file of this user with no other hard
+    link, else NotPrivate."""
     flags |= os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     if exclusive:
         flags |= os.O_CREAT | os.O_EXCL

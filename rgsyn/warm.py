@@ -114,7 +114,13 @@ def server_key() -> str:
 def socket_path() -> Path | None:
     """The socket in the private runtime folder; None (after one message) when that is not private."""
     folder = runtime_dir.private_dir()
-    return None if folder is None else folder / f"warm-{server_key()}.sock"
+    if folder is None:
+        return None
+    path = folder / f"warm-{server_key()}.sock"
+    if len(os.fsencode(path)) > 107:   # sun_path holds 108 bytes with the final NUL
+        runtime_dir.tell(f"the warm stage server is off: the socket path {path} is too long for a Unix socket")
+        return None
+    return path
 
 
 def peer_uid(s: socket.socket) -> int:

@@ -7,8 +7,8 @@ is read), reads requests without blocking, closes a connection that has not sent
 within REQUEST_SECONDS, and answers a malformed request (invalid JSON, a missing or ill-typed field,
 not three descriptors) with `error <what>` before closing it and the descriptors it carried.
 The child replaces what a fork gave it from the server by the client's (descriptors, cwd,
-environment, sys.path, umask, CPU affinity, rlimits, niceness), drops the server's `rgsyn` modules and runs the
-entry the client named. The server exits after `RGSYN_WARM_IDLE` seconds (default 300) with no
+environment, sys.path, umask, CPU affinity, rlimits, niceness), drops the server's `rgsyn`
+modules and runs the entry the client named. The server exits after `RGSYN_WARM_IDLE` seconds (default 300) with no
 request and no running stage, or when another server took its socket path.
 """
 from __future__ import annotations
@@ -97,10 +97,14 @@ def parse_request(msg: bytes, fds: list[int]) -> dict:
 
 def _apply_settings(settings: dict) -> None:
     """The client's umask, CPU affinity (it sets the fair thread share), rlimits and niceness;
-    a limit or niceness the child may not set (above the server's hard limit) stays the server's."""
+    what the child may not set (a limit above the server's hard limit, a CPU outside the server's
+    cpuset) stays the server's."""
     os.umask(settings["umask"])
     if settings["affinity"] and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, settings["affinity"])
+        try:
+            os.sched_setaffinity(0, settings["affinity"])
+        except OSError:   # CPUs outside the server's cpuset: the stage keeps the server's
+            pass
     for name, (soft, hard) in settings["rlimits"].items():
         try:
             resource.setrlimit(getattr(resource, name), (soft, hard))
