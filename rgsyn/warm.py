@@ -298,6 +298,9 @@ def _wait_for_status(s: socket.socket, buf: bytearray, pid: int) -> int:
             break
         except InterruptedError:
             continue
+        except OSError:   # the server went away: no status
+            line = None
+            break
     if not line or not line.startswith("rc "):
         print("rgsyn: the warm stage process ended without a status", file=sys.stderr)
         return 1

@@ -295,6 +295,8 @@ class _Server:
             os.close(self.wake_w)
             for other in [*self.children.values(), *self.pending]:
                 other.close()
+            for fd in [fd for p in self.pending.values() for fd in p.fds]:
+                os.close(fd)   # another client's stdout held here would keep its reader waiting
             conn.settimeout(None)
             _child(conn, req, fds)
         for fd in fds:
