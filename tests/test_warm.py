@@ -258,6 +258,24 @@ def test_a_stalled_client_does_not_block_the_next_stage(tmp_path):
         assert silent.recv(4096) == b""
 
 
+def test_a_server_that_never_answers_does_not_hold_the_client(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(warm, "HANDSHAKE_SECONDS", 1.0)
+    sock = warm.socket_path()
+    with socket.socket(socket.AF_UNIX) as mute:     # ours, listening, never answering
+        mute.bind(str(sock))
+        mute.listen(1)
+        before, t0 = _fd_count(), time.monotonic()
+        assert warm.run_stage(STAGE, time.time(), lambda argv: 0) is None   # the caller runs it cold
+        assert time.monotonic() - t0 < 10 and _fd_count() == before
+        conn, _ = mute.accept()
+        with conn:
+            conn.settimeout(5)
+            assert conn.recv(1 << 20).startswith(b'{"argv": ["collect"')
+
+
 def test_the_child_takes_the_clients_umask(tmp_path):
     env, work = _env(tmp_path), _work(tmp_path)
     sock = _socket_for(env, work)
@@ -371,6 +389,15 @@ def _as(user, script: str, *args: str) -> subprocess.Popen:
                             extra_groups=[], cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _finish(proc: subprocess.Popen, timeout: float = 60) -> tuple[str, str]:
+    """Its output once it ends; killed if it has not ended within `timeout` (a test never hangs)."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate(timeout=30)
+
+
 LISTENER = """
 import os, socket, sys
 s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o777); s.listen(8)
@@ -405,7 +432,7 @@ def test_a_socket_of_another_user_gets_nothing_and_the_stage_runs_cold(other_use
         peer = _stage(work, env)
     finally:
         listener.terminate()
-        got, _ = listener.communicate(timeout=30)
+        got, _ = _finish(listener, 30)
     for out in (owned, peer):
         assert out.returncode == 2 and "runs in its own process" in out.stderr, out.stderr
         assert out.stderr.strip().splitlines()[-1] == _cold_error(work, env)
@@ -438,7 +465,7 @@ def test_a_peer_of_another_user_is_refused_before_its_request_is_read(other_user
         os.chmod(sock.parent, 0o777)   # as a permissive umask would leave them
         os.chmod(sock, 0o777)
         client = _as(other_user, CLIENT, str(sock), str(written))
-        out, err = client.communicate(timeout=60)
+        out, err = _finish(client)
         os.chmod(sock.parent, 0o700)
     assert out.strip() in ("b''", "ConnectionResetError", "BrokenPipeError"), err
     assert f"refused a connection from uid {other_user.pw_uid}" in log.read_text()
