@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None, warm: bool = True) -> int:
         from rgsyn import warm as warm_server
 
         if warm_server.enabled():
-            rc = warm_server.run_stage(sys.argv[1:], start)
+            rc = warm_server.run_stage(sys.argv[1:], start, main)
             if rc is not None:
                 return rc
     args = build_parser().parse_args(argv)

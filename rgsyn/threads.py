@@ -7,8 +7,10 @@ stage 10-20x slower, not 2x. So every stage asks `stage_threads` once, at its st
 
   1. a stage's own `threads` param (`reid.threads`, `face.threads`) > 0 wins (applied by the stage);
   2. else `RGSYN_THREADS` or `OMP_NUM_THREADS`, if set (the user or a scheduler decided);
-  3. else usable cores // stages running now: each stage registers its pid in a per-user folder
-     of the temp dir (`running_stages`), so N concurrent stages get cores/N threads each, at least 1.
+  3. else usable cores // stages running now: each stage registers its pid in the user's private
+     runtime folder (`rgsyn.runtime_dir`: `$XDG_RUNTIME_DIR/rgsyn/stages` or
+     `<temp dir>/rgsyn-<uid>/stages`, mode 0700, so no other user can add or remove marks;
+     `running_stages`), so N concurrent stages get cores/N threads each, at least 1.
 
 The machine's load average is deliberately not used: a CPU op's float result can depend on its
 thread count (reductions split differently), so a thread count that followed the load of unrelated
@@ -31,10 +33,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import stat
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from rgsyn import runtime_dir
 
 ENV_VARS = ("RGSYN_THREADS", "OMP_NUM_THREADS")
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -56,39 +60,65 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def registry() -> Path:
-    return Path(tempfile.gettempdir()) / f"rgsyn-stages-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
-
-
-def _alive(pid: int) -> bool:
+def registry() -> Path | None:
+    """The folder of running-stage marks, inside the private runtime folder (`rgsyn.runtime_dir`);
+    None when that folder is not private (then every stage counts itself alone)."""
+    base = runtime_dir.private_dir()
+    if base is None:
+        return None
+    d = base / "stages"
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        d.mkdir(mode=0o700, exist_ok=True)
+        runtime_dir.check_private(d)
+    except OSError as e:
+        runtime_dir.tell(f"the shared thread count is off: {e}")
+        return None
+    return d
 
 
-def register(pid: int | None = None) -> Path:
-    """Mark this process as a running stage (the mark of a dead process is ignored and removed)."""
+def _mark(path: Path) -> None:
+    """Create the mark without following a symlink; a file already there (left by a dead process
+    with this pid, or planted) is replaced."""
+    for attempt in (0, 1):
+        try:
+            os.close(runtime_dir.open_private(path, os.O_WRONLY, exclusive=True))
+            return
+        except FileExistsError:
+            if attempt:
+                raise
+            path.unlink()
+
+
+def register(pid: int | None = None) -> Path | None:
+    """Mark this process as a running stage (the mark of a dead process is ignored and removed).
+    None when the registry is off (see `registry`)."""
     d = registry()
-    d.mkdir(parents=True, exist_ok=True)
+    if d is None:
+        return None
     mark = d / str(pid or os.getpid())
-    mark.touch()
+    try:
+        _mark(mark)
+    except OSError as e:
+        runtime_dir.tell(f"could not register the stage in {d}: {e}")
+        return None
     atexit.register(mark.unlink, missing_ok=True)
     return mark
 
 
 def running_stages() -> int:
-    """Stages running now on this machine for this user, this one included (at least 1)."""
+    """Stages running now on this machine for this user, this one included (at least 1). Only
+    regular files of this user named by a live pid count."""
+    d = registry()
     n = 0
-    for mark in registry().glob("*"):
+    for mark in d.iterdir() if d is not None else ():
         try:
             pid = int(mark.name)
-        except ValueError:
+            st = mark.lstat()
+        except (ValueError, OSError):
             continue
-        if _alive(pid):
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+            continue
+        if runtime_dir.pid_alive(pid):
             n += 1
         else:
             mark.unlink(missing_ok=True)

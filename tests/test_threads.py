@@ -1,15 +1,20 @@
-"""The thread count of a stage: its param, else the environment, else its share of the cores."""
+"""The thread count of a stage: its param, else the environment, else its share of the cores.
+The registry of running stages lives in the user's private runtime folder: marks another user
+could plant (a folder of theirs, a symlink, a file that is not the user's) never count."""
 import os
+import stat
+import tempfile
 
 import pytest
 
-from rgsyn import threads
+from rgsyn import runtime_dir, threads
 
 
 @pytest.fixture
 def clean(monkeypatch, tmp_path):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    monkeypatch.setattr(threads.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     for var in threads.ENV_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(threads, "usable_cores", lambda: 8)
@@ -117,3 +122,57 @@ def test_a_users_value_equal_to_the_share_stays_a_decision(clean, monkeypatch, t
     assert threads.apply() == 2 and not threads._state["shared"]
     threads.register(os.getppid())                      # a second stage: the user's 2 still holds
     assert threads.apply() == 2
+
+
+def test_the_registry_is_in_the_private_runtime_folder(clean):
+    d = threads.registry()
+    assert d == clean / f"rgsyn-{os.getuid()}" / "stages"
+    for folder in (d, d.parent):
+        st = os.lstat(folder)
+        assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == os.getuid()
+
+
+def test_marks_that_are_not_the_users_own_files_do_not_count(clean):
+    threads.register()
+    d = threads.registry()
+    victim = clean / "victim.txt"
+    victim.write_text("mine\n")
+    (d / str(os.getppid())).symlink_to(victim)          # a live pid, but a symlink
+    os.mkfifo(d / "1")                                   # a live pid, but a FIFO
+    assert threads.running_stages() == 1
+    if os.geteuid() == 0:                                # a live pid, but another user's file
+        (d / "2").touch()
+        os.chown(d / "2", 65534, 65534)
+        assert threads.running_stages() == 1
+    mark = threads.register(os.getppid())                # replaces the symlink, never follows it
+    assert not mark.is_symlink() and victim.read_text() == "mine\n"
+    assert threads.running_stages() == 2
+
+
+@pytest.mark.parametrize("kind", ["another owner", "mode 0777", "symlink", "stages mode 0777"])
+def test_a_planted_registry_folder_is_refused_with_one_message(clean, kind, capsys, monkeypatch):
+    monkeypatch.setattr(runtime_dir, "_told", set())
+    folder = clean / f"rgsyn-{os.getuid()}"
+    if kind == "symlink":
+        (clean / "theirs").mkdir(mode=0o700)
+        folder.symlink_to(clean / "theirs")
+        planted = clean / "theirs" / "stages"
+    else:
+        folder.mkdir(mode=0o700)
+        planted = folder / "stages"
+    planted.mkdir(mode=0o700)
+    if kind == "another owner":
+        if os.geteuid() != 0:
+            pytest.skip("giving a folder to another uid needs root")
+        os.chown(folder, 65534, 65534)
+    elif kind == "mode 0777":
+        os.chmod(folder, 0o777)
+    elif kind == "stages mode 0777":
+        os.chmod(planted, 0o777)
+    for pid in (os.getppid(), 1):                       # marks of live processes in the planted folder
+        (planted / str(pid)).touch()
+    assert threads.register() is None
+    assert threads.running_stages() == 1 and threads.stage_threads() == 8
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rgsyn: ") and "shared thread count" in err[0], err
+    assert sorted(os.listdir(planted)) == sorted([str(os.getppid()), "1"])   # nothing added
