@@ -109,8 +109,10 @@ class Comparison:
 
 
 def _power(nc: float, df: int, alpha: float) -> float:
+    """P(|T'| > t_{1-alpha/2, df}) for T' ~ nct(df, nc), nc >= 0."""
     crit = stats.t.ppf(1 - alpha / 2, df)
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    lower = float(stats.nct.cdf(-crit, df, nc))      # the far tail: scipy returns nan once it underflows
+    return float(stats.nct.sf(crit, df, nc)) + (lower if math.isfinite(lower) else 0.0)
 
 
 def detectable_effect(std: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float | None:
