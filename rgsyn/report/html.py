@@ -56,6 +56,8 @@ def _cell_class(text: str, col: int, n_label: int) -> str:
         return "rep"
     if text in (DASH, NOT_RECOVERABLE, NOT_APPLICABLE):
         return "na"
+    if text.startswith(("passes:", "fails:")):
+        return "v-reproduced" if text.startswith("passes") else "v-contradicted"
     if text in ("reproduced", "consistent", "contradicted") or text.startswith("inconclusive"):
         return "v-" + text.split()[0].replace("consistent", "reproduced")
     return ""
