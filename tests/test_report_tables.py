@@ -170,7 +170,8 @@ def test_markdown_and_latex(benches, tmp_path):
     assert r"\multicolumn{2}{c}{Market-1501}" in tex and r"\cmidrule(lr){3-4}" in tex
     assert r"41.0 $\pm$ 12.7 (n=2)" in tex and r" & $-$44.4 & " in tex and r"ResNet-50 base [real]" in tex and "$\\Delta$" in tex
     assert "[syn\\_rl]" in tex and "[syn_rl]" not in tex
-    assert r"\begin{tabular}{lp{5cm}lrrrrrrlllr}" in to_latex(tables[1])
+    assert r"\begin{tabular}{lp{5cm}lrrrrrrllr}" in to_latex(tables[1])
+    assert len(tables[1].df.columns) == len("lp{5cm}lrrrrrrllr") - len("p{5cm}") + 1     # one spec per column
 
 
 def test_missing_seed_is_marked_and_references_listed(tmp_path):

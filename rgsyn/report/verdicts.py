@@ -165,7 +165,7 @@ def table_verdicts(claims: list[Claim], profile: str) -> Table:
     lines = [line for c in claims for line in _claim_lines(c, flips)]
     return Table("what_reproduced", "What reproduced: published claims, paired over seeds",
                  pd.DataFrame(lines, columns=header), n_label_cols=3,
-                 latex_align="lp{5cm}l" + "r" * 6 + "lllr" + ("r" if flips else ""),
+                 latex_align="lp{5cm}l" + "r" * 6 + "llr" + ("r" if flips else ""),
                  notes=summary_notes(claims) + method_notes(profile))
 
 
