@@ -112,9 +112,11 @@ def test_smoke_report_is_rendered(smoke_runs):
     html = (work / "reports" / "report.html").read_text()
     assert "Market-1501" in html and "CUHK03" in html and "RFW" in html
     assert list((work / "reports" / "tables").glob("*.md")), "no Markdown tables were rendered"
+    assert html.index('<p class="lead">') < html.index("Controls") < html.index("What reproduced")
     assert html.index("What reproduced") < html.index("Person re-identification")
     # two seeds: every comparison that ran has an interval and a verdict
     comparisons = json.loads((work / "reports" / "verdicts.json").read_text())["comparisons"]
-    ran = [c for c in comparisons if c["verdict"] != "not run"]
-    assert ran and all(c["n"] == 2 and c["ci95_low"] is not None for c in ran)
+    ran = [p for c in comparisons if c["verdict"] != "not run" for p in c["parts"]]
+    assert ran and all(p["n"] == 2 and p["diff"]["low"] is not None for p in ran)
     assert (work / "reports" / "metrics" / "verdict-ours-vs-real.json").is_file()
+    assert (work / "reports" / "metrics" / "control-positive.json").is_file()

@@ -85,7 +85,7 @@ def test_report_without_mlflow_runs_says_not_run(tmp_path, monkeypatch):
     assert "RL reward curves (MLflow, newest run per name): not run" in (paths.reports_dir() / "report.md").read_text()
 
 
-def test_report_opens_with_the_verdicts_and_writes_the_dvc_metrics(tmp_path, monkeypatch):
+def test_report_opens_with_the_controls_and_writes_the_dvc_metrics(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = config.from_dict({"profile": "smoke"})
     write_fake_benchmarks(tmp_path)
@@ -94,13 +94,21 @@ def test_report_opens_with_the_verdicts_and_writes_the_dvc_metrics(tmp_path, mon
     io.write_json(out / "metrics" / "headline-dropped_variant.json", {"market1501": {"mAP": 1.0}})
     report.build_report(params, out, client=None)
     md = (out / "report.md").read_text()
-    assert md[md.index("\n## ") + 1:].startswith("## What reproduced")
-    assert md.index("## What reproduced") < md.index("## Person re-identification")
     verdicts = io.read_json(out / "verdicts.json")
-    assert verdicts["profile"] == "smoke" and len(verdicts["comparisons"]) == 21
+    # the first statement under the title is the positive control's reading (two seeds: syn_oracle
+    # gains the same on both, so there is no spread and no test)
+    assert md.splitlines()[2] == f"**{verdicts['first_line']}**"
+    assert verdicts["first_line"].startswith("This run cannot support any verdict")
+    assert md[md.index("\n## ") + 1:].startswith("## Controls")
+    assert md.index("## Controls") < md.index("## What reproduced") < md.index("## Person re-identification")
+    html = (out / "report.html").read_text()
+    assert html.index('<p class="lead">This run cannot support any verdict') < html.index("Controls: positive")
+    assert verdicts["profile"] == "smoke" and len(verdicts["comparisons"]) == 10
     assert {c["verdict"] for c in verdicts["comparisons"]} <= {"reproduced", "contradicted", "inconclusive"}
+    assert len(verdicts["controls"]) == 24
     names = sorted(p.name for p in (out / "metrics").glob("*.json"))
     assert "headline-dropped_variant.json" not in names        # a stale row is removed
+    assert names[0].startswith("control-") and "control-positive.json" in names
     assert "headline-ours.json" in names and "verdict-ours-vs-real.json" in names
     ours = io.read_json(out / "metrics" / "headline-ours.json")
     assert {"market1501", "market1501_ci", "n"} <= set(ours) and ours["n"] == 2

@@ -10,6 +10,7 @@ import yaml
 
 from rgsyn import config, io, paths
 from rgsyn.errors import DataError
+from rgsyn.report.inputs import METRICS, claim_parts
 from rgsyn.report.tables import (build_tables, load_benchmarks, load_paper, table_ablation, table_face,
                                  table_generation, table_reid, table_rfw, to_latex, to_markdown, write_tables)
 
@@ -162,14 +163,15 @@ def test_markdown_and_latex(benches, tmp_path):
     assert len(written) == 2 * len(tables) and all(p.stat().st_size > 0 for p in written)
     md = (tmp_path / "out" / "table1_reid.md").read_text()
     assert "Market-1501 mAP" in md and "41.0 ± 12.7 (n=2)" in md and "reported" in md and "not run" in md
-    assert tables[0].name == "what_reproduced"
+    assert [t.name for t in tables[:2]] == ["controls", "what_reproduced"]
     tex = to_latex(next(t for t in tables if t.name == "table1_reid"))
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert r"\caption{person re-ID, mAP and R-1 (\%)}" in tex and r"\label{tab:table1_reid}" in tex
     assert r"\multicolumn{2}{c}{Market-1501}" in tex and r"\cmidrule(lr){3-4}" in tex
     assert r"41.0 $\pm$ 12.7 (n=2)" in tex and r" & $-$44.4 & " in tex and r"ResNet-50 base [real]" in tex and "$\\Delta$" in tex
     assert "[syn\\_rl]" in tex and "[syn_rl]" not in tex
-    assert r"\begin{tabular}{lp{5.5cm}lrrrrlr}" in to_latex(tables[0])
+    assert r"\begin{tabular}{lp{5cm}lrrrrrrllr}" in to_latex(tables[1])
+    assert len(tables[1].df.columns) == len("lp{5cm}lrrrrrrllr") - len("p{5cm}") + 1     # one spec per column
 
 
 def test_missing_seed_is_marked_and_references_listed(tmp_path):
@@ -208,6 +210,13 @@ def test_paper_yaml_validation(tmp_path):
     p.write_text(yaml.safe_dump(dict(good, rows=[dict(good["rows"][2], reported=False)])))
     with pytest.raises(DataError, match="FineGPR"):
         load_paper(p, "market1501")
+    part = {"better": "ours", "than": "real", "metric": "top1"}
+    p.write_text(yaml.safe_dump(dict(good, claims=[{"id": "x", "text": "t", "all_of": [part]}])))
+    with pytest.raises(DataError, match=r"claims\[0\]: part 0 needs"):
+        load_paper(p, "market1501")
+    p.write_text(yaml.safe_dump(dict(good, claims=[{"id": "x", "text": "t", "better": "ours", "than": "real"}])))
+    with pytest.raises(DataError, match="non-empty 'metrics' list, or 'all_of'"):
+        load_paper(p, "market1501")
 
 
 @pytest.mark.parametrize("bench", paths.BENCHMARKS)
@@ -222,8 +231,11 @@ def test_repository_paper_yaml(bench):
                 "rfw_bias": {"DCFace", "IDiff-Face", "NegFaceDiff"}}[bench]
     assert reported == expected
     assert all(r["source"] for r in doc["rows"])
+    ids = [claim["id"] for claim in doc.get("claims") or []]
+    assert len(ids) == len(set(ids)) and "ours-vs-real" not in ids      # the main-table claim's id
     for claim in doc.get("claims") or []:
-        assert claim["better"] in ALL_VARIANTS and claim["than"] in ALL_VARIANTS
+        for part in claim_parts(claim, set(METRICS[bench])):
+            assert part["better"] in ALL_VARIANTS and part["than"] in ALL_VARIANTS
 
 
 def test_numbers_that_round_to_zero_have_no_minus_sign():

@@ -80,7 +80,8 @@ def to_markdown(t: Table) -> str:
 _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
                   "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
                   "±": r"$\pm$", "Δ": r"$\Delta$", "—": "---", "−": "$-$", "→": r"$\to$", "↓": r"$\downarrow$",
-                  "τ": r"$\tau$", ">": r"$>$", "é": r"\'e"}
+                  "τ": r"$\tau$", ">": r"$>$", "é": r"\'e",
+                  "↳": r"$\hookrightarrow$", "∞": r"$\infty$", "∪": r"$\cup$"}
 
 
 def latex_escape(s: str) -> str:

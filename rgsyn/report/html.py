@@ -28,6 +28,7 @@ table.t th.grp{text-align:center;border-bottom:1px solid #8a93a5}
 .grid{display:flex;flex-wrap:wrap;gap:14px}.grid .fig{flex:0 1 auto;max-width:48%}.notrun{color:#a33;font-style:italic}
 .toc{font-size:13px;margin:10px 0 4px}.toc a{color:#2b5fab;text-decoration:none}
 td.v-reproduced{color:#1d7a3a;font-weight:600}td.v-contradicted{color:#b3261e;font-weight:600}td.v-inconclusive{color:#7a6a1d}
+p.lead{font-weight:600;font-size:15px;background:#eef3fb;border-left:4px solid #2b5fab;padding:8px 12px;margin:8px 0}
 code{background:#eef0f4;padding:0 3px;border-radius:3px}
 """
 
@@ -55,8 +56,10 @@ def _cell_class(text: str, col: int, n_label: int) -> str:
         return "rep"
     if text in (DASH, NOT_RECOVERABLE, NOT_APPLICABLE):
         return "na"
-    if text in ("reproduced", "contradicted") or text.startswith("inconclusive"):
-        return "v-" + text.split()[0]
+    if text.startswith(("passes:", "fails:")):
+        return "v-reproduced" if text.startswith("passes") else "v-contradicted"
+    if text in ("reproduced", "consistent", "contradicted") or text.startswith("inconclusive"):
+        return "v-" + text.split()[0].replace("consistent", "reproduced")
     return ""
 
 
@@ -85,7 +88,7 @@ def table_html(t: Table) -> str:
             for j, c in enumerate(row):
                 c = str(c)
                 cc = _cell_class(c, j, t.n_label_cols)
-                if t.name == "what_reproduced" and j == 1:
+                if t.name == "what_reproduced" and j == 1 and not c.startswith("↳"):
                     cc = "wrap"
                 cells.append(f'<td class="{cc}">{html.escape(c)}</td>')
             out.append(f'<tr class="{" ".join(cls)}">' + "".join(cells) + "</tr>")
@@ -95,13 +98,17 @@ def table_html(t: Table) -> str:
     return "\n".join(out)
 
 
-def render(title: str, meta: list[tuple[str, str]], note: str | None, sections: list[Section]) -> str:
-    body = [f"<h1>{html.escape(title)}</h1>",
-            '<p class="sub">Reproduction of “Reinforcement-Guided Synthetic Data Generation for '
-            "Privacy-Sensitive Identity Recognition” (arXiv 2604.07884, CVPR 2026) with the rgsyn suite.</p>",
-            '<table class="meta">' + "".join(
-                f"<tr><td>{html.escape(k)}</td><td><code>{html.escape(v)}</code></td></tr>" for k, v in meta)
-            + "</table>"]
+def render(title: str, meta: list[tuple[str, str]], note: str | None, sections: list[Section],
+           lead: str | None = None) -> str:
+    """`lead`: the report's first statement (the controls' reading), shown right under the title."""
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    if lead:
+        body.append(f'<p class="lead">{html.escape(lead)}</p>')
+    body += ['<p class="sub">Reproduction of “Reinforcement-Guided Synthetic Data Generation for '
+             "Privacy-Sensitive Identity Recognition” (arXiv 2604.07884, CVPR 2026) with the rgsyn suite.</p>",
+             '<table class="meta">' + "".join(
+                 f"<tr><td>{html.escape(k)}</td><td><code>{html.escape(v)}</code></td></tr>" for k, v in meta)
+             + "</table>"]
     if note:
         body.append(f'<div class="note">{note}</div>')
     body.append('<nav class="toc">' + " · ".join(

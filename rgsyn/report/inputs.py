@@ -121,10 +121,36 @@ def load_paper(path: Path, benchmark: str) -> dict:
             if v is not None and not isinstance(v, (int, float)):
                 raise DataError(f"{where}.values.{key}: expected a number or null, got {v!r}")
     for i, claim in enumerate(doc.get("claims") or []):
-        bad = [k for k in claim.get("metrics") or [] if k not in known]
-        if bad or not claim.get("better") or not claim.get("than"):
-            raise DataError(f"{path}: claims[{i}]: needs 'better', 'than' and metrics from {sorted(known)}")
+        claim_parts(claim, known, f"{path}: claims[{i}]")
     return doc
+
+
+def claim_parts(claim: dict, known: set[str], where: str = "claim") -> list[dict]:
+    """The comparisons a paper.yaml claim makes, each {better, than, metric, value}. A claim names
+    either `better`, `than` and `metrics` (several metrics: the claim holds on every one) or
+    `all_of`, a list of {better, than, metric[, value]}; more than one part makes it a composite
+    claim, which holds only if every part does. A part's value defaults to the claim's."""
+    if not isinstance(claim, dict) or not claim.get("text"):
+        raise DataError(f"{where}: expected a mapping with 'text'")
+    value = claim.get("value")
+    if "all_of" in claim:
+        raw = claim["all_of"]
+        if not isinstance(raw, list) or not raw or not all(isinstance(p, dict) for p in raw):
+            raise DataError(f"{where}.all_of: expected a non-empty list of {{better, than, metric}}")
+        parts = [{"better": p.get("better"), "than": p.get("than"), "metric": p.get("metric"),
+                  "value": p.get("value", value)} for p in raw]
+    else:
+        metrics = claim.get("metrics")
+        if not isinstance(metrics, list) or not metrics:
+            raise DataError(f"{where}: needs 'better', 'than' and a non-empty 'metrics' list, or 'all_of'")
+        parts = [{"better": claim.get("better"), "than": claim.get("than"), "metric": m, "value": value}
+                 for m in metrics]
+    for j, p in enumerate(parts):
+        if not p["better"] or not p["than"] or p["metric"] not in known:
+            raise DataError(f"{where}: part {j} needs 'better', 'than' and a metric from {sorted(known)}, got {p}")
+        if p["value"] is not None and (isinstance(p["value"], bool) or not isinstance(p["value"], (int, float))):
+            raise DataError(f"{where}: part {j}: 'value' must be a number (published difference) or null")
+    return parts
 
 
 def load_benchmarks(root: Path = Path(".")) -> dict[str, Benchmark]:

@@ -8,8 +8,8 @@ Anything absent is shown as "not run". Outputs (reports/README.md lists them too
     reports/figures/*.png         ablation bars, RFW per-group bars, reward curves, sample grids
     reports/report.html           all of it, images inlined
     reports/report.md             all of it as Markdown, figures linked
-    reports/verdicts.json         every comparison of the "What reproduced" table, in full
-    reports/metrics/*.json        the compact DVC metrics: headline per variant, verdict per pair
+    reports/verdicts.json         the first line, the controls and every claim of "What reproduced", in full
+    reports/metrics/*.json        the compact DVC metrics: control readings, headline per variant, verdict per claim
 The reports folder is logged as an artifact of the `report` stage run, which then closes the
 pipeline's parent run.
 
@@ -28,6 +28,7 @@ import pandas as pd
 
 from rgsyn import io, paths, tracking
 from rgsyn.config import Params, params_hash
+from rgsyn.report.controls import control_metrics, control_rows, first_line
 from rgsyn.report.figures import REWARD_METRICS, ablation_bars, per_timestep_figure, reward_curves, rfw_group_bars
 from rgsyn.report.html import Section, render
 from rgsyn.report.tables import NOT_RUN, as_records, build_tables, load_benchmarks, to_markdown, write_tables
@@ -170,9 +171,12 @@ def build_report(params: Params, out_dir: Path, client=None, stage_run=None) -> 
     tables = build_tables(benches, params.profile, variants, params.rl.hacking_tolerance)
     write_tables(tables, tables_dir)
     by_name = {t.name: t for t in tables}
-    claims = comparisons(benches)
-    io.write_json(out_dir / "verdicts.json", {"profile": params.profile, "comparisons": [c.as_dict() for c in claims]})
-    write_metrics(out_dir / "metrics", metrics_files(benches, claims, variants))
+    claims, controls = comparisons(benches, params.profile), control_rows(benches, params.profile)
+    lead = first_line(controls, params.profile)
+    io.write_json(out_dir / "verdicts.json", {"profile": params.profile, "first_line": lead,
+                                              "controls": [r.as_dict() for r in controls],
+                                              "comparisons": [c.as_dict() for c in claims]})
+    write_metrics(out_dir / "metrics", metrics_files(benches, claims, variants, control_metrics(controls)))
     records = as_records(benches)
 
     ablation_png = ablation_bars(records, fig_dir / "ablation_bars.png")
@@ -199,6 +203,7 @@ def build_report(params: Params, out_dir: Path, client=None, stage_run=None) -> 
                      + ". Rows name the suite variant in brackets; the paper's method rows map onto them "
                        "as recorded in <code>benchmarks/*/paper.yaml</code>.")
     sections = [
+        Section("Controls", [by_name["controls"]]),
         Section("What reproduced", [by_name["what_reproduced"]]),
         Section("Person re-identification", [by_name["table1_reid"]], text=[f"<p>{variants_note}</p>"]),
         Section("Face verification", [by_name["table2_face"]]),
@@ -221,8 +226,8 @@ def build_report(params: Params, out_dir: Path, client=None, stage_run=None) -> 
         Section("Compute estimate", [estimate]),
     ]
     html_path = out_dir / "report.html"
-    io.write_text(html_path, render("rgsyn reproduction report", meta, note, sections))
-    io.write_text(out_dir / "report.md", markdown_report(meta, note, sections, out_dir))
+    io.write_text(html_path, render("rgsyn reproduction report", meta, note, sections, lead))
+    io.write_text(out_dir / "report.md", markdown_report(meta, note, sections, out_dir, lead))
     return html_path
 
 
@@ -236,9 +241,10 @@ def write_metrics(metrics_dir: Path, files: dict[str, dict]) -> None:
         io.write_json(metrics_dir / name, content)
 
 
-def markdown_report(meta, note, sections, out_dir: Path) -> str:
-    """The same report as one Markdown file (figures linked, not inlined)."""
-    out = ["# rgsyn reproduction report", ""] + [f"- {k}: `{v}`" for k, v in meta] + [""]
+def markdown_report(meta, note, sections, out_dir: Path, lead: str | None = None) -> str:
+    """The same report as one Markdown file (figures linked, not inlined); `lead` right under the title."""
+    out = ["# rgsyn reproduction report", ""] + ([f"**{lead}**", ""] if lead else [])
+    out += [f"- {k}: `{v}`" for k, v in meta] + [""]
     if note:
         out += ["> " + re.sub(r"<[^>]+>", "", note), ""]
     for s in sections:

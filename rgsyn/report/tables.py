@@ -186,10 +186,12 @@ def table_references(b: dict[str, Benchmark]) -> Table:
 
 def build_tables(benches: dict[str, Benchmark], profile: str, variants: list[str] = (),
                  hacking_tolerance: float = HACKING_TOLERANCE) -> list[Table]:
+    from rgsyn.report.controls import control_rows, table_controls
     from rgsyn.report.oracle import table_oracle
     from rgsyn.report.verdicts import comparisons, table_verdicts
 
-    return [table_verdicts(comparisons(benches), profile), table_reid(benches, profile), table_face(benches, profile),
+    return [table_controls(control_rows(benches, profile), profile), table_verdicts(comparisons(benches, profile), profile),
+            table_reid(benches, profile), table_face(benches, profile),
             table_rfw(benches, profile), table_ablation(benches, list(variants)), table_oracle(benches, profile),
             table_generation(benches, profile, hacking_tolerance), table_privacy(benches), table_references(benches)]
 
