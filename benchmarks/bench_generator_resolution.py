@@ -32,11 +32,11 @@ CASES = {"32px/patch4": (32, 4), "16px/patch2": (16, 2)}
 
 def _coldstart_model(side: int, patch: int, n_ids: int = 80):
     from rgsyn.config import ColdstartParams, DiTArch
-    from rgsyn.generator import dit
+    from rgsyn.generator import architecture
     from rgsyn.generator.coldstart import identity_model
 
     torch.manual_seed(0)
-    prior = dit.build_dit(DiTArch(sample_size=side, patch_size=patch, num_classes=10))
+    prior = architecture.build_dit(DiTArch(sample_size=side, patch_size=patch, num_classes=10))
     model, trainable = identity_model(prior, n_ids, ColdstartParams())
     return model.train(), trainable
 

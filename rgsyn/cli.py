@@ -97,7 +97,7 @@ def _rl_args(p):
     p.add_argument("--rewards", required=True, help="a key of rl.reward_variants (full, no_sem, ...)")
 
 
-_stage_cmd("rl", "rgsyn.rl.stage:run", "DPOK fine-tuning with the multi-objective reward", _rl_args)
+_stage_cmd("rl", "rgsyn.stages.rl:run", "DPOK fine-tuning with the multi-objective reward", _rl_args)
 
 
 def _generate_args(p):

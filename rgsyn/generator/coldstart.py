@@ -24,7 +24,7 @@ from rgsyn import distributed, paths, tracking
 from rgsyn.checkpoint import Checkpointer
 from rgsyn.config import Params, to_dict
 from rgsyn.errors import CheckpointError, ConfigError, DataError
-from rgsyn.generator import dit
+from rgsyn.generator import bundle, identity_head, lora
 from rgsyn.generator.datasets import domain_set
 from rgsyn.generator.training import resolve_device, train_denoising
 
@@ -46,16 +46,12 @@ def identity_model(transformer, n_ids: int, cp) -> tuple[torch.nn.Module, list[t
     """The model the cold start trains and its trainable parameters: the identity head of `n_ids`
     rows swapped in, the backbone frozen, and with `cp.train_lora` a LoRA adapter (`cp.lora`) that
     trains with the head."""
-    transformer = dit.swap_identity_head(transformer, n_ids)
-    if cp.train_lora:
-        dit.add_lora(transformer, cp.lora)
-    trainable = dit.freeze_backbone(transformer)
-    if cp.train_lora:
-        lora = [p for n, p in transformer.named_parameters() if ".lora_" in n]
-        for p in lora:
-            p.requires_grad_(True)
-        trainable += lora
-    return transformer, trainable
+    transformer = identity_head.swap_identity_head(transformer, n_ids)
+    adapter = lora.attach_lora(transformer, cp.lora, key="coldstart.lora") if cp.train_lora else []
+    trainable = identity_head.freeze_backbone(transformer)   # the head, after the backbone (and LoRA)
+    for p in adapter:
+        p.requires_grad_(True)
+    return transformer, trainable + adapter
 
 
 def run(params: Params, domain: str) -> None:
@@ -67,8 +63,8 @@ def run(params: Params, domain: str) -> None:
         run.log_params({"coldstart": to_dict(params)["coldstart"], "domain": domain, "device": device})
         t0 = time.time()
         torch.manual_seed(seed)   # before the LoRA is added: peft draws its initial A matrices from it
-        bundle = dit.load_generator(paths.prior_dir(), device="cpu")
-        if dit.has_lora(bundle.transformer):
+        bundle = bundle.load_generator(paths.prior_dir(), device="cpu")
+        if lora.has_lora(bundle.transformer):
             raise CheckpointError(f"{paths.prior_dir()}: the prior bundle carries a LoRA adapter; "
                                   "expected a plain DiT prior")
         side = cp.image_size.get(domain, 0)
@@ -86,26 +82,26 @@ def run(params: Params, domain: str) -> None:
                          "coldstart/n_trainable": sum(p.numel() for p in trainable)})
         ck = Checkpointer(f"coldstart-{domain}", {
             "coldstart": to_dict(params)["coldstart"], "seed": seed, "n_ids": n_ids,
-            "identities": data.identities, "prior": dit.checkpoint_sha256(paths.prior_dir())})
+            "identities": data.identities, "prior": bundle.checkpoint_sha256(paths.prior_dir())})
         stats = {}
         if cp.steps > 0:
             torch.manual_seed(seed)
             stats = train_denoising(
                 transformer=transformer, trainable=trainable, data=data,
                 autoencoder=bundle.autoencoder, scheduler=bundle.scheduler, steps=cp.steps,
-                batch_size=cp.batch_size, lr=cp.lr, seed=seed, null_label=dit.null_label(transformer),
+                batch_size=cp.batch_size, lr=cp.lr, seed=seed, null_label=identity_head.null_label(transformer),
                 checkpointer=ck, checkpoint_every=cp.checkpoint_every, device=device, run=run,
                 desc=f"coldstart-{domain}", precision=params.compute.precision)
-        dit.merge_lora(transformer)
+        lora.merge_lora(transformer)
         transformer.requires_grad_(False)
         transformer.to("cpu")
-        if dit.num_labels(transformer) != n_ids:
-            raise CheckpointError(f"coldstart-{domain}: the DiT has {dit.num_labels(transformer)} identity "
+        if identity_head.num_labels(transformer) != n_ids:
+            raise CheckpointError(f"coldstart-{domain}: the DiT has {identity_head.num_labels(transformer)} identity "
                                   f"rows but the training set has {n_ids} identities")
         bundle.transformer = transformer
         bundle.identities = data.identities
         if distributed.is_main():   # every rank holds the same weights; one writes them
-            dit.save_generator(bundle, paths.coldstart_dir(domain))
+            bundle.save_generator(bundle, paths.coldstart_dir(domain))
         ck.clear()
         distributed.barrier()   # the bundle exists before any rank moves on
         run.log_metrics({"coldstart/seconds": time.time() - t0,

@@ -16,31 +16,31 @@ from rgsyn import distributed, paths, tracking
 from rgsyn.checkpoint import Checkpointer
 from rgsyn.config import Params, to_dict
 from rgsyn.errors import CheckpointError, ConfigError
-from rgsyn.generator import dit
+from rgsyn.generator import architecture, bundle, identity_head
 from rgsyn.generator.autoencoder import PixelAutoencoder, build_autoencoder
 from rgsyn.generator.datasets import prior_set, read_class_folders
 from rgsyn.generator.training import resolve_device, train_denoising
 
 
-def load_pretrained(pp) -> dit.GeneratorBundle:
+def load_pretrained(pp) -> bundle.GeneratorBundle:
     """DiT + VAE + scheduler from `prior.pretrained` / `prior.vae` (folders or hub ids)."""
     from diffusers import DDIMScheduler
 
     autoencoder = build_autoencoder(pp.vae)
     arch = pp.arch
-    transformer = dit.load_transformer(
+    transformer = architecture.load_transformer(
         pp.pretrained, subfolder="transformer", in_channels=autoencoder.latent_channels,
         sample_size=arch.sample_size, n_labels=arch.num_classes or None)
     try:
         scheduler = DDIMScheduler.from_pretrained(pp.pretrained, subfolder="scheduler")
     except (OSError, ValueError):
         # DiT was trained with a linear beta schedule over 1000 steps (Peebles & Xie 2023)
-        scheduler = dit.build_scheduler(pp.num_train_timesteps, beta_schedule="linear", clip_sample=False)
-    return dit.GeneratorBundle(transformer, dit._policy_scheduler(scheduler, latent=autoencoder.kind == "vae"),
+        scheduler = architecture.build_scheduler(pp.num_train_timesteps, beta_schedule="linear", clip_sample=False)
+    return bundle.GeneratorBundle(transformer, architecture.policy_scheduler(scheduler, latent=autoencoder.kind == "vae"),
                                autoencoder)
 
 
-def build_toy(pp, n_classes: int) -> dit.GeneratorBundle:
+def build_toy(pp, n_classes: int) -> bundle.GeneratorBundle:
     arch = pp.arch
     if arch.num_classes and arch.num_classes != n_classes:
         raise ConfigError(f"prior.arch.num_classes: {arch.num_classes} but the prior domain has "
@@ -50,9 +50,9 @@ def build_toy(pp, n_classes: int) -> dit.GeneratorBundle:
                           "empty) needs 3")
     from dataclasses import replace
 
-    transformer = dit.build_dit(replace(arch, num_classes=n_classes))
-    scheduler = dit.build_scheduler(pp.num_train_timesteps, prediction_type=pp.prediction_type)
-    return dit.GeneratorBundle(transformer, scheduler, PixelAutoencoder())
+    transformer = architecture.build_dit(replace(arch, num_classes=n_classes))
+    scheduler = architecture.build_scheduler(pp.num_train_timesteps, prediction_type=pp.prediction_type)
+    return bundle.GeneratorBundle(transformer, scheduler, PixelAutoencoder())
 
 
 def run(params: Params) -> None:
@@ -77,9 +77,9 @@ def run(params: Params) -> None:
         if pp.steps > 0:
             torch.manual_seed(seed)
             data = prior_set(params.data.paths.prior, bundle.image_size)
-            if pp.pretrained and len(data.identities) != dit.num_labels(bundle.transformer):
+            if pp.pretrained and len(data.identities) != identity_head.num_labels(bundle.transformer):
                 raise CheckpointError(
-                    f"prior.pretrained has {dit.num_labels(bundle.transformer)} classes but "
+                    f"prior.pretrained has {identity_head.num_labels(bundle.transformer)} classes but "
                     f"{params.data.paths.prior} has {len(data.identities)}; fine-tuning needs one per class")
             trainable = list(bundle.transformer.parameters())
             ck = Checkpointer("prior", {"prior": to_dict(params)["prior"], "seed": seed,
@@ -88,13 +88,13 @@ def run(params: Params) -> None:
                 transformer=bundle.transformer, trainable=trainable, data=data,
                 autoencoder=bundle.autoencoder, scheduler=bundle.scheduler, steps=pp.steps,
                 batch_size=pp.batch_size, lr=pp.lr, seed=seed,
-                null_label=dit.null_label(bundle.transformer), checkpointer=ck,
+                null_label=identity_head.null_label(bundle.transformer), checkpointer=ck,
                 checkpoint_every=pp.checkpoint_every, device=device, run=run, desc="prior",
                 precision=params.compute.precision)
             bundle.identities = data.identities
         bundle.transformer.to("cpu")
         if distributed.is_main():   # every rank holds the same weights; one writes them
-            dit.save_generator(bundle, paths.prior_dir())
+            bundle.save_generator(bundle, paths.prior_dir())
         distributed.barrier()   # the bundle exists before any rank moves on
         if pp.steps > 0:
             ck.clear()

@@ -50,7 +50,7 @@ from rgsyn import distributed, io, paths, tracking
 from rgsyn.checkpoint import WORK_ROOT, fingerprint
 from rgsyn.config import Params, to_dict
 from rgsyn.errors import CheckpointError, ConfigError, DataError
-from rgsyn.generator import dit
+from rgsyn.generator import bundle
 from rgsyn.generator.datasets import benchmark_real_paths
 from rgsyn.generator.sampler import PolicySampler
 from rgsyn.generator.training import make_accelerator
@@ -213,6 +213,7 @@ def generation_metrics(domain: str, real_paths: list[str], real_labels: list, sy
 def quality_metrics(real_f: torch.Tensor, real_labels: list, syn_f: torch.Tensor, syn_labels: list,
                     threshold: float) -> dict:
     from rgsyn.metrics.generation import density_coverage, frechet_distance, memorisation, real_reference
+    from rgsyn.metrics.identity import identity_agreement, identity_prototypes
 
     k = max(1, min(5, real_f.shape[0] - 1))
     dc = density_coverage(real_f.numpy(), syn_f.numpy(), k=k)
@@ -222,17 +223,15 @@ def quality_metrics(real_f: torch.Tensor, real_labels: list, syn_f: torch.Tensor
     index = {key: i for i, key in enumerate(keys)}
     ry = torch.tensor([index[str(x)] for x in real_labels])
     sy = torch.tensor([index[str(x)] for x in syn_labels])
-    protos = torch.zeros(len(keys), real_f.shape[1]).index_add_(0, ry, real_f)
-    protos = torch.nn.functional.normalize(protos, dim=1)
-    sims = torch.nn.functional.normalize(syn_f, dim=1) @ protos.T
-    r_sem = (sims[torch.arange(len(sy)), sy] + 1) / 2   # PAPER.md R_sem
+    protos = identity_prototypes([real_f[ry == i] for i in range(len(keys))])
+    r_sem, hit = identity_agreement(syn_f, sy, protos)   # PAPER.md R_sem, nearest-prototype hits
     return {"frechet": frechet_distance(real_f.numpy(), syn_f.numpy()), "density": dc["density"],
             "coverage": dc["coverage"], "density_coverage_k": k,
             "nn_sim_mean": mem["nn_sim_mean"], "nn_sim_max": mem["nn_sim_max"],
             "nn_sim_share_above": mem["share_above"], "nn_threshold": mem["threshold"],
             "real_nn_sim_mean": ref["nn_sim_mean"], "real_nn_share_above": ref["share_above"],
             "mean_reward_sem": float(r_sem.mean()),
-            "identity_accuracy": float((sims.argmax(1) == sy).float().mean())}
+            "identity_accuracy": float(hit.float().mean())}
 
 
 def sample_grid(syn_by_id: dict[str, list[str]], real_by_id: dict[str, list[str]], labels: list[str],
@@ -274,8 +273,8 @@ def run(params: Params, benchmark: str, generator: str) -> dict:
         run.log_params({"generate": to_dict(params)["generate"], "sampler": to_dict(params)["sampler"],
                         "benchmark": benchmark, "generator": generator, "device": str(device)})
         t0 = time.time()
-        bundle = dit.load_generator(src, device=device)
-        sha = dit.checkpoint_sha256(src)
+        bundle = bundle.load_generator(src, device=device)
+        sha = bundle.checkpoint_sha256(src)
         ids = [d for d in bundle.identities if d["benchmark"] == benchmark]
         if not ids:
             raise CheckpointError(f"{src}/identities.json has no {benchmark} identities; expected the "
