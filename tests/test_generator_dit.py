@@ -27,6 +27,17 @@ def tiny_bundle(seed: int = 0, n_classes: int = 5) -> bundle.GeneratorBundle:
     return bundle.GeneratorBundle(t, architecture.build_scheduler(100), PixelAutoencoder())
 
 
+def identity_bundle(seed: int = 0, n_ids: int = 4) -> bundle.GeneratorBundle:
+    """`tiny_bundle` with an identity head of `n_ids` random rows (a cold start), in eval mode."""
+    b = tiny_bundle(seed=seed)
+    identity_head.swap_identity_head(b.transformer, n_ids)
+    with torch.no_grad():
+        for e in identity_head.label_embedders(b.transformer):
+            e.embedding_table.weight.normal_()
+    b.transformer.eval()
+    return b
+
+
 def out(transformer, labels, seed=1):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(1, 3, 8, 8, generator=g).expand(len(labels), -1, -1, -1)

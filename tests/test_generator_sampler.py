@@ -9,18 +9,12 @@ import torch
 from rgsyn.generator import architecture, identity_head
 from rgsyn.generator.autoencoder import PixelAutoencoder
 from rgsyn.generator.sampler import PolicySampler, gaussian_log_prob
-from test_generator_dit import tiny_bundle
+from test_generator_dit import identity_bundle
 
 
 @pytest.fixture(scope="module")
 def bundle():
-    b = tiny_bundle(seed=3)
-    identity_head.swap_identity_head(b.transformer, 4)
-    with torch.no_grad():
-        for e in identity_head.label_embedders(b.transformer):
-            e.embedding_table.weight.normal_()
-    b.transformer.eval()
-    return b
+    return identity_bundle(seed=3)
 
 
 def make(b, steps=4, eta=1.0, cfg=2.0, scheduler=None):

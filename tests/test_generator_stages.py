@@ -65,7 +65,8 @@ def world(mlflow_tmp, monkeypatch):
 def test_prior_coldstart_generate_end_to_end(world):
     from rgsyn.data.faces import read_id_folders
     from rgsyn.data.market import read_market1501
-    from rgsyn.generator import coldstart, prior, synthesis
+    from rgsyn.stages import coldstart, prior
+    from rgsyn.stages import generate as synthesis
 
     p = tiny_params(world / "w")
     prior.run(p)
@@ -108,7 +109,8 @@ def test_prior_coldstart_generate_end_to_end(world):
 
 
 def test_generate_resumes_after_kill_without_redoing_batches(world, monkeypatch):
-    from rgsyn.generator import coldstart, prior, synthesis
+    from rgsyn.stages import coldstart, prior
+    from rgsyn.stages import generate as synthesis
     from rgsyn.generator.sampler import PolicySampler
 
     p = tiny_params(world / "w")
@@ -144,7 +146,8 @@ def test_generate_resumes_after_kill_without_redoing_batches(world, monkeypatch)
 
 
 def test_generate_needs_encoder_and_matching_identities(world):
-    from rgsyn.generator import coldstart, prior, synthesis
+    from rgsyn.stages import coldstart, prior
+    from rgsyn.stages import generate as synthesis
 
     p = tiny_params(world / "w")
     prior.run(p)
@@ -166,7 +169,7 @@ def test_generate_needs_encoder_and_matching_identities(world):
 
 
 def test_coldstart_without_prior_is_a_clear_error(world):
-    from rgsyn.generator import coldstart
+    from rgsyn.stages import coldstart
 
     with pytest.raises(CheckpointError, match="not a generator bundle"):
         coldstart.run(tiny_params(world / "w"), "persons")
@@ -223,7 +226,7 @@ def test_prior_and_coldstart_do_not_depend_on_the_global_rng(world):
     not from whatever state torch's global RNG is in."""
     from safetensors.torch import load_file
 
-    from rgsyn.generator import coldstart, prior
+    from rgsyn.stages import coldstart, prior
 
     p = tiny_params(world / "w")
     p.coldstart.train_lora = True

@@ -11,18 +11,12 @@ from rgsyn.generator.datasets import ImageSet
 from rgsyn.generator.sampler import PolicySampler
 from rgsyn.generator.training import _batch, encode_latents, train_denoising
 from rgsyn.precision import Precision
-from test_generator_dit import tiny_bundle
+from test_generator_dit import identity_bundle
 
 
 @pytest.fixture(scope="module")
 def bundle():
-    b = tiny_bundle(seed=5)
-    identity_head.swap_identity_head(b.transformer, 4)
-    with torch.no_grad():
-        for e in identity_head.label_embedders(b.transformer):
-            e.embedding_table.weight.normal_()
-    b.transformer.eval()
-    return b
+    return identity_bundle(seed=5)
 
 
 def test_precision_modes_and_bad_name():

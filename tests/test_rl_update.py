@@ -9,25 +9,19 @@ import torch
 
 from rgsyn.config import LoraParams, RLParams
 from rgsyn.errors import ConfigError, TrainingDiverged
-from rgsyn.generator import identity_head
 from rgsyn.generator.lora import attach_lora, lora_parameters
 from rgsyn.generator.sampler import PolicySampler
 from rgsyn.precision import Precision
 from rgsyn.rl.rollout import check_plan, plan_step, roll_out
 from rgsyn.rl.update import policy_update
-from test_generator_dit import tiny_bundle
+from test_generator_dit import identity_bundle
 
 STEPS = 3
 
 
 def policy(lr=1e-3):
     """A tiny cold-start DiT (4 identities) with a fresh LoRA, its sampler and optimizer."""
-    b = tiny_bundle(seed=5)
-    identity_head.swap_identity_head(b.transformer, 4)
-    with torch.no_grad():
-        for e in identity_head.label_embedders(b.transformer):
-            e.embedding_table.weight.normal_()
-    b.transformer.eval()
+    b = identity_bundle(seed=5)
     torch.manual_seed(0)
     lora = attach_lora(b.transformer, LoraParams(rank=2, alpha=2.0))
     sampler = PolicySampler(b.transformer, b.scheduler, b.autoencoder, STEPS, 1.0, 2.0)
