@@ -9,7 +9,7 @@ alternating within every round so that machine noise hits both, and the ratio.
 
 `--ceiling`, in a workspace where the toy pipeline has run (the gold encoders, the real images and
 the oracle renders on disk): the gold encoder's identity accuracy (`identity_accuracy` of
-`rgsyn.generator.synthesis.quality_metrics`, the metric of the generation table) on the oracle
+`rgsyn.generator.generation_metrics.quality_metrics`, the metric of the generation table) on the oracle
 renders as they are, and on the same renders taken down to S x S pixels and back up (bicubic), for
 S = 32 and 16. That is the accuracy a generator that draws the identity exactly, but at S px, could
 reach: the ceiling the generator's resolution sets, before any modelling error.
@@ -32,11 +32,11 @@ CASES = {"32px/patch4": (32, 4), "16px/patch2": (16, 2)}
 
 def _coldstart_model(side: int, patch: int, n_ids: int = 80):
     from rgsyn.config import ColdstartParams, DiTArch
-    from rgsyn.generator import dit
+    from rgsyn.generator import architecture
     from rgsyn.generator.coldstart import identity_model
 
     torch.manual_seed(0)
-    prior = dit.build_dit(DiTArch(sample_size=side, patch_size=patch, num_classes=10))
+    prior = architecture.build_dit(DiTArch(sample_size=side, patch_size=patch, num_classes=10))
     model, trainable = identity_model(prior, n_ids, ColdstartParams())
     return model.train(), trainable
 
@@ -75,8 +75,9 @@ def ceiling(sides=(32, 16)) -> list[dict]:
     from PIL import Image
 
     from rgsyn import config, paths
-    from rgsyn.generator.synthesis import (benchmark_real_paths, encode_paths, load_identity_encoder,
-                                           output_size, quality_metrics)
+    from rgsyn.generator.datasets import benchmark_real_paths
+    from rgsyn.generator.generation_metrics import encode_paths, load_identity_encoder, quality_metrics
+    from rgsyn.generator.synthetic_set import output_size
 
     params = config.load("params.yaml")
     rows = []

@@ -30,26 +30,26 @@ os.environ.setdefault("TQDM_DISABLE", "1")   # no progress bars in the measureme
 import torch  # noqa: E402
 
 from rgsyn import config  # noqa: E402
-from rgsyn.generator import dit  # noqa: E402
+from rgsyn.generator import architecture, bundle, identity_head  # noqa: E402
 from rgsyn.generator.autoencoder import PixelAutoencoder, VaeAutoencoder  # noqa: E402
 from rgsyn.generator.datasets import ImageSet  # noqa: E402
+from rgsyn.generator.lora import adapter_disabled, attach_lora  # noqa: E402
 from rgsyn.generator.sampler import PolicySampler, gaussian_log_prob  # noqa: E402
 from rgsyn.generator.training import encode_latents, train_denoising  # noqa: E402
 from rgsyn.precision import Precision  # noqa: E402
-from rgsyn.rl.dpok import adapter_disabled, dpok_loss, gaussian_kl  # noqa: E402
-from rgsyn.rl.stage import attach_lora  # noqa: E402
+from rgsyn.rl.dpok import dpok_loss, gaussian_kl  # noqa: E402
 
 
 def toy_generator(params, n_ids: int = 8, arch=None):
     torch.manual_seed(0)
     arch = arch or params.prior.arch
-    t = dit.build_dit(arch if arch.num_classes else _classes(arch))
+    t = architecture.build_dit(arch if arch.num_classes else _classes(arch))
     with torch.no_grad():   # a trained-looking model: non-zero adaLN gates and output layer
         for p in t.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    dit.swap_identity_head(t, n_ids)
+    identity_head.swap_identity_head(t, n_ids)
     with torch.no_grad():
-        for e in dit.label_embedders(t):
+        for e in identity_head.label_embedders(t):
             e.embedding_table.weight.normal_(0, 0.5)
     return t
 
@@ -67,7 +67,7 @@ def rl_update_seconds(params, precision: str, n_traj: int, timesteps: int) -> tu
     opt = torch.optim.Adam(lora, lr=1e-3)
     prec = Precision(precision, "cpu")
     sp = params.sampler
-    sampler = PolicySampler(t, dit.build_scheduler(params.prior.num_train_timesteps), PixelAutoencoder(),
+    sampler = PolicySampler(t, architecture.build_scheduler(params.prior.num_train_timesteps), PixelAutoencoder(),
                             sp.num_inference_steps, sp.eta, sp.guidance_scale, precision=prec)
     labels = torch.arange(n_traj) % 8
     t0 = time.perf_counter()
@@ -112,10 +112,10 @@ def coldstart_step_seconds(params, autoencoder, image_size: int, steps: int, cac
     arch = replace(a, sample_size=side, in_channels=autoencoder.latent_channels,
                    patch_size=min(a.patch_size, side), num_classes=10)
     t = toy_generator(params, arch=arch)
-    head = dit.freeze_backbone(t)
+    head = identity_head.freeze_backbone(t)
     stats = train_denoising(transformer=t, trainable=head, data=_images(256, image_size),
-                            autoencoder=autoencoder, scheduler=dit.build_scheduler(1000), steps=steps,
-                            batch_size=params.coldstart.batch_size, lr=1e-3, seed=0, null_label=dit.null_label(t),
+                            autoencoder=autoencoder, scheduler=architecture.build_scheduler(1000), steps=steps,
+                            batch_size=params.coldstart.batch_size, lr=1e-3, seed=0, null_label=identity_head.null_label(t),
                             checkpointer=None, checkpoint_every=10 ** 9, device="cpu", latent_cache=cache)
     return stats["seconds"] / steps
 
@@ -129,15 +129,15 @@ def bundle_sizes(params, paper) -> dict:
 
     t = toy_generator(params)
     with tempfile.TemporaryDirectory() as d:
-        cold = dit.save_generator(dit.GeneratorBundle(t, dit.build_scheduler(1000), PixelAutoencoder()),
+        cold = bundle.save_generator(bundle.GeneratorBundle(t, architecture.build_scheduler(1000), PixelAutoencoder()),
                                   Path(d) / "cold")
-        rl = dit.load_generator(cold)
+        rl = bundle.load_generator(cold)
         attach_lora(rl.transformer, params.rl.lora)
-        full = _bytes(dit.save_generator(deepcopy(rl), Path(d) / "full"))
-        adapter = _bytes(dit.save_generator(rl, Path(d) / "adapter", base=cold))
+        full = _bytes(bundle.save_generator(deepcopy(rl), Path(d) / "full"))
+        adapter = _bytes(bundle.save_generator(rl, Path(d) / "adapter", base=cold))
     a = paper.prior.arch
     with torch.device("meta"):
-        xl = dit.build_dit(a, out_channels=2 * a.in_channels)
+        xl = architecture.build_dit(a, out_channels=2 * a.in_channels)
     n_xl = sum(p.numel() for p in xl.parameters())
     n_lora = _lora_params(xl, paper.rl.lora)
     vae_n = vae_costs(paper)[2]

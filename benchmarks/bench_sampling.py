@@ -70,7 +70,7 @@ def gpu(batch: int, steps: int, repeats: int, guidance: float = 4.0) -> list[dic
     from diffusers import DDIMScheduler, DiTPipeline
 
     from rgsyn.generator.autoencoder import VaeAutoencoder
-    from rgsyn.generator.dit import _disable_builtin_label_dropout
+    from rgsyn.generator.identity_head import disable_label_dropout
     from rgsyn.generator.sampler import PolicySampler
 
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -100,7 +100,7 @@ def gpu(batch: int, steps: int, repeats: int, guidance: float = 4.0) -> list[dic
 
     # 2./3. PolicySampler, bf16
     transformer = _dit_xl(torch.bfloat16)
-    _disable_builtin_label_dropout(transformer)
+    disable_label_dropout(transformer)
     ae = VaeAutoencoder(_sd_vae(torch.bfloat16))
     sampler = PolicySampler(transformer, scheduler, ae, steps, 1.0, guidance)
     g = torch.Generator("cuda").manual_seed(0)
@@ -120,7 +120,7 @@ def gpu(batch: int, steps: int, repeats: int, guidance: float = 4.0) -> list[dic
 def cpu(batch: int, repeats: int, threads: int | None) -> dict:
     from rgsyn.config import DiTArch, SamplerParams
     from rgsyn.generator.autoencoder import PixelAutoencoder
-    from rgsyn.generator.dit import build_dit, build_scheduler
+    from rgsyn.generator.architecture import build_dit, build_scheduler
     from rgsyn.generator.sampler import PolicySampler
 
     if threads:

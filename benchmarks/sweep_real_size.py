@@ -71,7 +71,7 @@ def run_one(params, benchmark: str, variant: str, seed: int) -> dict:
 def prepare(params, benchmark: str) -> None:
     from rgsyn.data.stage import build_into
     from rgsyn.generator.oracle import oracle_plan, render
-    from rgsyn.generator.synthesis import MANIFEST_FIELDS, _write_part
+    from rgsyn.generator.synthetic_set import MANIFEST_FIELDS, write_manifest
 
     if not Path("data/world/summary.json").is_file():
         build_into(params, params.data.out, progress=False)
@@ -79,7 +79,7 @@ def prepare(params, benchmark: str) -> None:
     if not (dest / "manifest.csv").is_file():
         plan = oracle_plan(params, benchmark)
         render(params, plan, dest)
-        _write_part(dest / "manifest.csv", [{k: r[k] for k in MANIFEST_FIELDS} for r in plan])
+        write_manifest(dest / "manifest.csv", [{k: r[k] for k in MANIFEST_FIELDS} for r in plan])
 
 
 def main(argv=None) -> int:

@@ -82,9 +82,9 @@ def _stage_cmd(name: str, target: str, help_: str, add_args=lambda p: None):
     STAGES[name] = (target, help_, add_args)
 
 
-_stage_cmd("prior", "rgsyn.generator.prior:run",
+_stage_cmd("prior", "rgsyn.stages.prior:run",
            "pretrain the toy DiT prior on the generic domain (paper: load DiT-XL/2)")
-_stage_cmd("coldstart", "rgsyn.generator.coldstart:run",
+_stage_cmd("coldstart", "rgsyn.stages.coldstart:run",
            "cold-start adapt the prior to the training identities of one domain",
            lambda p: p.add_argument("--domain", required=True, choices=DOMAINS))
 _stage_cmd("encoder", "rgsyn.downstream.encoder:run",
@@ -97,7 +97,7 @@ def _rl_args(p):
     p.add_argument("--rewards", required=True, help="a key of rl.reward_variants (full, no_sem, ...)")
 
 
-_stage_cmd("rl", "rgsyn.rl.stage:run", "DPOK fine-tuning with the multi-objective reward", _rl_args)
+_stage_cmd("rl", "rgsyn.stages.rl:run", "DPOK fine-tuning with the multi-objective reward", _rl_args)
 
 
 def _generate_args(p):
@@ -105,7 +105,7 @@ def _generate_args(p):
     p.add_argument("--generator", required=True, help="'cold', 'rl-<reward variant>' or 'oracle' (toy/smoke: the toy world itself)")
 
 
-_stage_cmd("generate", "rgsyn.generator.synthesis:run",
+_stage_cmd("generate", "rgsyn.stages.generate:run",
            "synthesise identities of one benchmark with one generator", _generate_args)
 
 

@@ -105,7 +105,8 @@ def dit_costs(params: Params, bpe: int) -> dict[str, NetCost]:
     """DiT at prior.arch: 'head' (identity head trained: cold start), 'lora' (RL: the adapter's
     own parameters are counted analytically; its backward is the head's, through every block)
     and 'full' (prior pretraining)."""
-    from rgsyn.generator.dit import build_dit, identity_head_parameters
+    from rgsyn.generator.architecture import build_dit
+    from rgsyn.generator.identity_head import identity_head_parameters
 
     a = params.prior.arch
     out_ch = 2 * a.in_channels if params.prior.pretrained else None
@@ -337,7 +338,7 @@ def stage_costs(params: Params) -> list[StageCost]:
 
 def _trained_steps(params: Params) -> list[int]:
     """The denoising steps the RL update trains on (the sampler's schedule, rl.min_sigma_ratio)."""
-    from rgsyn.generator.dit import build_scheduler
+    from rgsyn.generator.architecture import build_scheduler
     from rgsyn.generator.sampler import PolicySampler
     from rgsyn.rl.dpok import well_conditioned_steps
 
@@ -348,7 +349,7 @@ def _trained_steps(params: Params) -> list[int]:
     scheduler = (build_scheduler(pp.num_train_timesteps, beta_schedule="linear", clip_sample=False)
                  if pp.pretrained else build_scheduler(pp.num_train_timesteps, prediction_type=pp.prediction_type))
     sampler = PolicySampler(stub, scheduler, None, sp.num_inference_steps, sp.eta, sp.guidance_scale)
-    return well_conditioned_steps(sampler._sigma, params.rl.min_sigma_ratio)
+    return well_conditioned_steps(sampler.sigmas, params.rl.min_sigma_ratio)
 
 
 def _epochs(params: Params, domain: str) -> int:

@@ -8,23 +8,34 @@ import torch
 
 from rgsyn.config import DiTArch, LoraParams
 from rgsyn.errors import CheckpointError
-from rgsyn.generator import dit
+from rgsyn.generator import architecture, bundle, identity_head, lora
 from rgsyn.generator.autoencoder import PixelAutoencoder, VaeAutoencoder
 
 TINY = DiTArch(sample_size=8, patch_size=2, in_channels=3, num_layers=2, num_attention_heads=2,
                attention_head_dim=8, num_classes=5)
 
 
-def tiny_bundle(seed: int = 0, n_classes: int = 5) -> dit.GeneratorBundle:
+def tiny_bundle(seed: int = 0, n_classes: int = 5) -> bundle.GeneratorBundle:
     torch.manual_seed(seed)
     from dataclasses import replace
 
-    t = dit.build_dit(replace(TINY, num_classes=n_classes))
+    t = architecture.build_dit(replace(TINY, num_classes=n_classes))
     # random non-zero adaLN weights (diffusers zero-inits them; then every output would be 0)
     with torch.no_grad():
         for p in t.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    return dit.GeneratorBundle(t, dit.build_scheduler(100), PixelAutoencoder())
+    return bundle.GeneratorBundle(t, architecture.build_scheduler(100), PixelAutoencoder())
+
+
+def identity_bundle(seed: int = 0, n_ids: int = 4) -> bundle.GeneratorBundle:
+    """`tiny_bundle` with an identity head of `n_ids` random rows (a cold start), in eval mode."""
+    b = tiny_bundle(seed=seed)
+    identity_head.swap_identity_head(b.transformer, n_ids)
+    with torch.no_grad():
+        for e in identity_head.label_embedders(b.transformer):
+            e.embedding_table.weight.normal_()
+    b.transformer.eval()
+    return b
 
 
 def out(transformer, labels, seed=1):
@@ -36,15 +47,15 @@ def out(transformer, labels, seed=1):
 
 def test_identity_head_swap_zero_rows_every_block_and_null_copied():
     b = tiny_bundle()
-    old_null = [e.embedding_table.weight[5].clone() for e in dit.label_embedders(b.transformer)]
-    dit.swap_identity_head(b.transformer, 7)
-    embs = dit.label_embedders(b.transformer)
+    old_null = [e.embedding_table.weight[5].clone() for e in identity_head.label_embedders(b.transformer)]
+    identity_head.swap_identity_head(b.transformer, 7)
+    embs = identity_head.label_embedders(b.transformer)
     assert len(embs) == TINY.num_layers
     for e, null in zip(embs, old_null):
         assert e.embedding_table.weight.shape == (8, TINY.num_attention_heads * TINY.attention_head_dim)
         assert torch.count_nonzero(e.embedding_table.weight[:7]) == 0
         assert torch.equal(e.embedding_table.weight[7], null)
-    assert dit.num_labels(b.transformer) == 7 and dit.null_label(b.transformer) == 7
+    assert identity_head.num_labels(b.transformer) == 7 and identity_head.null_label(b.transformer) == 7
     assert b.transformer.config.num_embeds_ada_norm == 7
     # all identities give the same output at init (zero rows), the null row differs
     o = out(b.transformer, torch.tensor([0, 3, 6, 7]))
@@ -54,8 +65,8 @@ def test_identity_head_swap_zero_rows_every_block_and_null_copied():
 
 def test_freeze_backbone_trains_only_the_head():
     b = tiny_bundle()
-    dit.swap_identity_head(b.transformer, 4)
-    trainable = dit.freeze_backbone(b.transformer)
+    identity_head.swap_identity_head(b.transformer, 4)
+    trainable = identity_head.freeze_backbone(b.transformer)
     names = [n for n, p in b.transformer.named_parameters() if p.requires_grad]
     assert len(trainable) == TINY.num_layers == len(names)
     assert all(n.endswith("class_embedder.embedding_table.weight") for n in names)
@@ -63,38 +74,38 @@ def test_freeze_backbone_trains_only_the_head():
 
 def test_save_load_roundtrip_same_outputs(tmp_path):
     b = tiny_bundle()
-    dit.swap_identity_head(b.transformer, 3)
+    identity_head.swap_identity_head(b.transformer, 3)
     with torch.no_grad():
-        for e in dit.label_embedders(b.transformer):
+        for e in identity_head.label_embedders(b.transformer):
             e.embedding_table.weight.normal_()
     b.identities = [{"row": i, "benchmark": "market1501", "label": 10 + i} for i in range(3)]
-    dit.save_generator(b, tmp_path / "gen")
-    assert (tmp_path / "gen" / "transformer" / dit.WEIGHTS_NAME).is_file()
+    bundle.save_generator(b, tmp_path / "gen")
+    assert (tmp_path / "gen" / "transformer" / bundle.WEIGHTS_NAME).is_file()
     assert not list(tmp_path.glob(".gen.tmp-*"))
-    loaded = dit.load_generator(tmp_path / "gen")
+    loaded = bundle.load_generator(tmp_path / "gen")
     assert loaded.identities == b.identities
     assert loaded.image_size == 8
     y = torch.tensor([0, 1, 2, 3])
     assert torch.equal(out(b.transformer, y), out(loaded.transformer, y))
     assert loaded.scheduler.config.set_alpha_to_one is False
     # the same bytes give the same hash; another identity list does not
-    h = dit.checkpoint_sha256(tmp_path / "gen")
-    assert h == dit.checkpoint_sha256(tmp_path / "gen")
+    h = bundle.checkpoint_sha256(tmp_path / "gen")
+    assert h == bundle.checkpoint_sha256(tmp_path / "gen")
     ids = json.loads((tmp_path / "gen" / "identities.json").read_text())
     ids[0]["label"] = 99
     (tmp_path / "gen" / "identities.json").write_text(json.dumps(ids))
-    assert dit.checkpoint_sha256(tmp_path / "gen") != h
+    assert bundle.checkpoint_sha256(tmp_path / "gen") != h
 
 
 @pytest.mark.parametrize("how", ["add_lora", "inject"])
 def test_lora_bundle_keeps_base_and_adapter(tmp_path, how):
     b = tiny_bundle()
-    dit.swap_identity_head(b.transformer, 3)
+    identity_head.swap_identity_head(b.transformer, 3)
     base_out = out(b.transformer, torch.tensor([0, 1]))
-    dit.save_generator(b, tmp_path / "cold")
+    bundle.save_generator(b, tmp_path / "cold")
     lp = LoraParams(rank=2, alpha=2.0)
     if how == "add_lora":
-        dit.add_lora(b.transformer, lp)
+        lora.attach_lora(b.transformer, lp)
     else:
         from peft import LoraConfig, inject_adapter_in_model
 
@@ -106,59 +117,59 @@ def test_lora_bundle_keeps_base_and_adapter(tmp_path, how):
                 p.normal_(0, 0.5)
     lora_out = out(b.transformer, torch.tensor([0, 1]))
     assert not torch.allclose(lora_out, base_out)
-    dit.save_generator(b, tmp_path / "rl")
-    assert (tmp_path / "rl" / "lora" / dit.LORA_WEIGHTS).is_file()
+    bundle.save_generator(b, tmp_path / "rl")
+    assert (tmp_path / "rl" / "lora" / lora.LORA_WEIGHTS).is_file()
     # base weights are saved unmerged: identical to the cold-start bundle
     from safetensors.torch import load_file
 
-    cold = load_file(str(tmp_path / "cold" / "transformer" / dit.WEIGHTS_NAME))
-    rl = load_file(str(tmp_path / "rl" / "transformer" / dit.WEIGHTS_NAME))
+    cold = load_file(str(tmp_path / "cold" / "transformer" / bundle.WEIGHTS_NAME))
+    rl = load_file(str(tmp_path / "rl" / "transformer" / bundle.WEIGHTS_NAME))
     assert cold.keys() == rl.keys() and all(torch.equal(cold[k], rl[k]) for k in cold)
-    loaded = dit.load_generator(tmp_path / "rl")
-    assert dit.has_lora(loaded.transformer)
+    loaded = bundle.load_generator(tmp_path / "rl")
+    assert lora.has_lora(loaded.transformer)
     assert torch.allclose(out(loaded.transformer, torch.tensor([0, 1])), lora_out, atol=1e-6)
-    dit.set_lora_enabled(loaded.transformer, False)
+    lora.set_lora_enabled(loaded.transformer, False)
     assert torch.allclose(out(loaded.transformer, torch.tensor([0, 1])), base_out, atol=1e-6)
 
 
 def test_merge_lora_folds_adapter(tmp_path):
     b = tiny_bundle()
-    dit.add_lora(b.transformer, LoraParams(rank=2, alpha=2.0))
+    lora.attach_lora(b.transformer, LoraParams(rank=2, alpha=2.0))
     with torch.no_grad():
         for n, p in b.transformer.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.5)
     y = torch.tensor([0, 4])
     before = out(b.transformer, y)
-    dit.merge_lora(b.transformer)
-    assert not dit.has_lora(b.transformer)
+    lora.merge_lora(b.transformer)
+    assert not lora.has_lora(b.transformer)
     assert torch.allclose(out(b.transformer, y), before, atol=1e-5)
 
 
 def test_missing_bundle_and_incompatible_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="not a generator bundle"):
-        dit.load_generator(tmp_path / "nothing")
+        bundle.load_generator(tmp_path / "nothing")
     b = tiny_bundle()
     b.transformer.save_pretrained(tmp_path / "dit" / "transformer")
     with pytest.raises(CheckpointError, match="in_channels=4"):
-        dit.load_transformer(tmp_path / "dit", in_channels=4)
+        architecture.load_transformer(tmp_path / "dit", in_channels=4)
     with pytest.raises(CheckpointError, match="sample_size=16"):
-        dit.load_transformer(tmp_path / "dit", in_channels=3, sample_size=16)
+        architecture.load_transformer(tmp_path / "dit", in_channels=3, sample_size=16)
     with pytest.raises(CheckpointError, match="expected 1000"):
-        dit.load_transformer(tmp_path / "dit", n_labels=1000)
+        architecture.load_transformer(tmp_path / "dit", n_labels=1000)
     with pytest.raises(CheckpointError, match="no config.json"):
-        dit.load_transformer(tmp_path / "empty_dir_that_exists" if (tmp_path / "empty_dir_that_exists").mkdir()
+        architecture.load_transformer(tmp_path / "empty_dir_that_exists" if (tmp_path / "empty_dir_that_exists").mkdir()
                              is None else None)
     # a label embedder that is gone
-    t = dit.load_transformer(tmp_path / "dit")
+    t = architecture.load_transformer(tmp_path / "dit")
     del t.transformer_blocks[1].norm1.emb.class_embedder
     with pytest.raises(CheckpointError, match="class-label embedder"):
-        dit.check_transformer(t)
+        architecture.check_transformer(t)
     # a bundle whose identities.json disagrees with the label rows
     b.identities = [{"row": 0, "benchmark": "x", "label": 1}]
-    dit.save_generator(b, tmp_path / "bad")
+    bundle.save_generator(b, tmp_path / "bad")
     with pytest.raises(CheckpointError, match="lists 1 identities but the DiT has 5"):
-        dit.load_generator(tmp_path / "bad")
+        bundle.load_generator(tmp_path / "bad")
 
 
 def test_pickle_weights_are_not_loaded(tmp_path):
@@ -166,7 +177,7 @@ def test_pickle_weights_are_not_loaded(tmp_path):
     b = tiny_bundle()
     b.transformer.save_pretrained(tmp_path / "dit" / "transformer", safe_serialization=False)
     with pytest.raises(CheckpointError, match="cannot load the DiT"):
-        dit.load_transformer(tmp_path / "dit")
+        architecture.load_transformer(tmp_path / "dit")
 
 
 def test_vae_autoencoder_local_folder(tmp_path):
@@ -195,15 +206,15 @@ def test_build_dit_uses_dit_adaln_zero_init():
     zero identity rows of the cold start lie among the class rows the prior was trained with (with
     PyTorch's N(0, 1) rows they were far outside, and cold-start samples were patch noise)."""
     torch.manual_seed(0)
-    t = dit.build_dit(TINY)
+    t = architecture.build_dit(TINY)
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         y = t(x, timestep=torch.tensor([3, 70]), class_labels=torch.tensor([0, 5])).sample
     assert torch.equal(y, torch.zeros_like(y))
-    for emb in dit.label_embedders(t):
+    for emb in identity_head.label_embedders(t):
         rows = emb.embedding_table.weight
         assert float(rows.std()) < 0.05
-    emb = dit.label_embedders(t)[0]
+    emb = identity_head.label_embedders(t)[0]
     assert float(emb.embedding_table.weight.norm(dim=1).max()) < 0.5
     block0 = t.transformer_blocks[0]
     assert torch.count_nonzero(block0.norm1.linear.weight) == 0

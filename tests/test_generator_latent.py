@@ -7,7 +7,7 @@ import torch
 
 from fakes.models import write_dit_hub
 from rgsyn.config import PriorParams
-from rgsyn.generator import dit
+from rgsyn.generator import bundle, identity_head
 from rgsyn.generator.prior import load_pretrained
 from rgsyn.generator.sampler import PolicySampler
 
@@ -30,7 +30,7 @@ def test_hub_layout_loads_and_never_clips_x0(hub):
     assert json.loads((hub / "scheduler" / "scheduler_config.json").read_text()).get("clip_sample", True)
     b = _prior(hub)
     assert b.autoencoder.kind == "vae" and b.image_size == 256
-    assert b.transformer.config.out_channels == 8 and dit.num_labels(b.transformer) == 1000
+    assert b.transformer.config.out_channels == 8 and identity_head.num_labels(b.transformer) == 1000
     assert b.scheduler.config.clip_sample is False
     s = PolicySampler(b.transformer, b.scheduler, b.autoencoder, 2, 1.0, 4.0)
     assert s._clip is None
@@ -45,8 +45,8 @@ def test_samples_at_256_and_128_px(hub, tmp_path, side, px):
     traj = s.sample(torch.tensor([3, 999]), torch.Generator().manual_seed(0))
     assert traj.latents.shape == (3, 2, 4, px // 8, px // 8)
     assert traj.images.shape == (2, 3, px, px) and torch.isfinite(traj.log_probs).all()
-    dit.save_generator(b, tmp_path / "bundle")
-    back = dit.load_generator(tmp_path / "bundle")
+    bundle.save_generator(b, tmp_path / "bundle")
+    back = bundle.load_generator(tmp_path / "bundle")
     assert back.image_size == px and back.latent_size == px // 8
     assert back.transformer.config.sample_size == 32          # the position grid's base is kept
     assert back.scheduler.config.clip_sample is False

@@ -6,21 +6,15 @@ import math
 import pytest
 import torch
 
-from rgsyn.generator import dit
+from rgsyn.generator import architecture, identity_head
 from rgsyn.generator.autoencoder import PixelAutoencoder
 from rgsyn.generator.sampler import PolicySampler, gaussian_log_prob
-from test_generator_dit import tiny_bundle
+from test_generator_dit import identity_bundle
 
 
 @pytest.fixture(scope="module")
 def bundle():
-    b = tiny_bundle(seed=3)
-    dit.swap_identity_head(b.transformer, 4)
-    with torch.no_grad():
-        for e in dit.label_embedders(b.transformer):
-            e.embedding_table.weight.normal_()
-    b.transformer.eval()
-    return b
+    return identity_bundle(seed=3)
 
 
 def make(b, steps=4, eta=1.0, cfg=2.0, scheduler=None):
@@ -41,7 +35,7 @@ def test_recomputed_log_prob_equals_recorded(bundle):
         assert lp.requires_grad  # differentiable under current weights
         assert torch.allclose(lp.detach(), traj.log_probs[i], rtol=0, atol=1e-5)
     # ... and it changes when the weights change (off-policy)
-    emb = dit.label_embedders(bundle.transformer)[0].embedding_table.weight
+    emb = identity_head.label_embedders(bundle.transformer)[0].embedding_table.weight
     with torch.no_grad():
         emb.add_(0.5)
     try:
@@ -56,7 +50,7 @@ def test_log_prob_gradient_reaches_identity_head(bundle):
     s = make(bundle)
     y = torch.tensor([1, 2])
     traj = s.sample(y, torch.Generator().manual_seed(1))
-    emb = dit.label_embedders(bundle.transformer)[0].embedding_table.weight
+    emb = identity_head.label_embedders(bundle.transformer)[0].embedding_table.weight
     emb.requires_grad_(True)
     try:
         s.log_prob(traj.latents[1], traj.latents[2], 1, y).sum().backward()
@@ -99,7 +93,7 @@ def test_step_matches_diffusers_ddim_and_uses_timestep_list(bundle, prediction):
     ("leading"); with "trailing" spacing the previous timestep comes from the list."""
     from diffusers import DDIMScheduler
 
-    s = make(bundle, steps=4, scheduler=dit.build_scheduler(100, prediction_type=prediction))
+    s = make(bundle, steps=4, scheduler=architecture.build_scheduler(100, prediction_type=prediction))
     ref = DDIMScheduler.from_config(s.scheduler.config)
     ref.set_timesteps(4)
     y = torch.tensor([0, 2])
@@ -120,11 +114,11 @@ def test_step_matches_diffusers_ddim_and_uses_timestep_list(bundle, prediction):
     assert ts == [99, 66, 32]  # T=100 "trailing": t - T//N would step 66 -> 33, not to 32
     ac = st.scheduler.alphas_cumprod
     a, ap, wrong = ac[66].item(), ac[32].item(), ac[33].item()
-    assert math.isclose(st._sigma[1].item(), math.sqrt((1 - ap) / (1 - a) * (1 - a / ap)), rel_tol=1e-6)
-    assert not math.isclose(st._sigma[1].item(), math.sqrt((1 - wrong) / (1 - a) * (1 - a / wrong)),
+    assert math.isclose(st.sigmas[1].item(), math.sqrt((1 - ap) / (1 - a) * (1 - a / ap)), rel_tol=1e-6)
+    assert not math.isclose(st.sigmas[1].item(), math.sqrt((1 - wrong) / (1 - a) * (1 - a / wrong)),
                             rel_tol=1e-6)
     # the last step goes to final_alpha_cumprod, with a positive variance
-    assert st._sigma[-1] > 0
+    assert st.sigmas[-1] > 0
 
 
 def test_rejects_eta_zero_and_guidance_one_skips_uncond(bundle):
@@ -146,7 +140,7 @@ def test_bench_toy_sampling(benchmark):
     from rgsyn.config import DiTArch
 
     torch.manual_seed(0)
-    t = dit.build_dit(DiTArch(num_classes=48))
-    s = PolicySampler(t.eval(), dit.build_scheduler(1000), PixelAutoencoder(), 10, 1.0, 2.0)
+    t = architecture.build_dit(DiTArch(num_classes=48))
+    s = PolicySampler(t.eval(), architecture.build_scheduler(1000), PixelAutoencoder(), 10, 1.0, 2.0)
     y = torch.arange(32) % 48
     benchmark(lambda: s.sample(y, torch.Generator().manual_seed(0), record=True))

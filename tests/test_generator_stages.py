@@ -13,7 +13,7 @@ from fakes import encoders as fake_encoders
 from rgsyn import paths
 from rgsyn.config import Params
 from rgsyn.errors import CheckpointError, DataError, TrainingDiverged
-from rgsyn.generator import dit
+from rgsyn.generator import bundle, identity_head
 
 
 def _img(path: Path, colour, size=(8, 8)):
@@ -65,25 +65,26 @@ def world(mlflow_tmp, monkeypatch):
 def test_prior_coldstart_generate_end_to_end(world):
     from rgsyn.data.faces import read_id_folders
     from rgsyn.data.market import read_market1501
-    from rgsyn.generator import coldstart, prior, synthesis
+    from rgsyn.stages import coldstart, prior
+    from rgsyn.stages import generate as synthesis
 
     p = tiny_params(world / "w")
     prior.run(p)
-    pb = dit.load_generator(paths.prior_dir())
-    assert dit.num_labels(pb.transformer) == 2 and [d["label"] for d in pb.identities] == ["000_cls", "001_cls"]
+    pb = bundle.load_generator(paths.prior_dir())
+    assert identity_head.num_labels(pb.transformer) == 2 and [d["label"] for d in pb.identities] == ["000_cls", "001_cls"]
     coldstart.run(p, "persons")
-    cb = dit.load_generator(paths.coldstart_dir("persons"))
+    cb = bundle.load_generator(paths.coldstart_dir("persons"))
     ids = json.loads((paths.coldstart_dir("persons") / "identities.json").read_text())
     assert [(d["row"], d["benchmark"], d["label"]) for d in ids] == [
         (0, "market1501", 2), (1, "market1501", 7), (2, "cuhk03", 1), (3, "cuhk03", 5), (4, "cuhk03", 9)]
-    assert dit.num_labels(cb.transformer) == 5
+    assert identity_head.num_labels(cb.transformer) == 5
     # the backbone is frozen: everything but the identity tables equals the prior
     prior_sd = pb.transformer.state_dict()
     for k, v in cb.transformer.state_dict().items():
         if "class_embedder" not in k:
             assert torch.equal(v, prior_sd[k]), k
     # the identity rows moved away from zero during training
-    assert dit.label_embedders(cb.transformer)[0].embedding_table.weight[:5].abs().sum() > 0
+    assert identity_head.label_embedders(cb.transformer)[0].embedding_table.weight[:5].abs().sum() > 0
 
     m = synthesis.run(p, "market1501", "cold")
     syn = paths.synthetic_dir("market1501", "cold")
@@ -92,7 +93,7 @@ def test_prior_coldstart_generate_end_to_end(world):
     assert all(Image.open(r.path).size == (8, 16) for r in recs)
     manifest = (syn / "manifest.csv").read_text().splitlines()
     assert manifest[0] == "path,identity,row,seed,checkpoint_sha256" and len(manifest) == 7
-    assert dit.checkpoint_sha256(paths.coldstart_dir("persons")) in manifest[1]
+    assert bundle.checkpoint_sha256(paths.coldstart_dir("persons")) in manifest[1]
     saved = json.loads(paths.generation_metrics("market1501", "cold").read_text())
     for key in ("frechet", "density", "coverage", "nn_sim_mean", "nn_sim_share_above", "nn_threshold",
                 "n_images", "mean_reward_sem", "identity_accuracy", "identity_accuracy_reward"):
@@ -108,7 +109,8 @@ def test_prior_coldstart_generate_end_to_end(world):
 
 
 def test_generate_resumes_after_kill_without_redoing_batches(world, monkeypatch):
-    from rgsyn.generator import coldstart, prior, synthesis
+    from rgsyn.stages import coldstart, prior
+    from rgsyn.stages import generate as synthesis
     from rgsyn.generator.sampler import PolicySampler
 
     p = tiny_params(world / "w")
@@ -144,7 +146,8 @@ def test_generate_resumes_after_kill_without_redoing_batches(world, monkeypatch)
 
 
 def test_generate_needs_encoder_and_matching_identities(world):
-    from rgsyn.generator import coldstart, prior, synthesis
+    from rgsyn.stages import coldstart, prior
+    from rgsyn.stages import generate as synthesis
 
     p = tiny_params(world / "w")
     prior.run(p)
@@ -166,7 +169,7 @@ def test_generate_needs_encoder_and_matching_identities(world):
 
 
 def test_coldstart_without_prior_is_a_clear_error(world):
-    from rgsyn.generator import coldstart
+    from rgsyn.stages import coldstart
 
     with pytest.raises(CheckpointError, match="not a generator bundle"):
         coldstart.run(tiny_params(world / "w"), "persons")
@@ -223,7 +226,7 @@ def test_prior_and_coldstart_do_not_depend_on_the_global_rng(world):
     not from whatever state torch's global RNG is in."""
     from safetensors.torch import load_file
 
-    from rgsyn.generator import coldstart, prior
+    from rgsyn.stages import coldstart, prior
 
     p = tiny_params(world / "w")
     p.coldstart.train_lora = True

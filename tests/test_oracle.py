@@ -48,7 +48,7 @@ def _pixels(path) -> np.ndarray:
 def test_oracle_persons_read_back_as_new_images_of_the_training_identities(world):
     from rgsyn.data.market import read_market1501
     from rgsyn.downstream.datasets import reid_label_map, reid_set
-    from rgsyn.generator import synthesis
+    from rgsyn.stages import generate as synthesis
 
     p = world
     m = synthesis.run(p, "market1501", "oracle")
@@ -84,7 +84,7 @@ def test_oracle_persons_read_back_as_new_images_of_the_training_identities(world
 def test_oracle_faces_share_the_identity_folders(world):
     from rgsyn.data.faces import read_id_folders
     from rgsyn.downstream.datasets import face_label_map, face_set
-    from rgsyn.generator import synthesis
+    from rgsyn.stages import generate as synthesis
 
     p = world
     synthesis.run(p, "casia_face", "oracle")
@@ -100,7 +100,7 @@ def test_oracle_faces_share_the_identity_folders(world):
 
 
 def test_oracle_needs_the_world_it_describes(world):
-    from rgsyn.generator import synthesis
+    from rgsyn.stages import generate as synthesis
 
     p = world
     p.data.market.n_train_ids = 5          # not the world on disk

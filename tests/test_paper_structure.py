@@ -172,7 +172,7 @@ def test_paper_sizes_reached_the_models(paper_run):
     from the ImageNet file; the 512-d embedding was trained."""
     import torch
 
-    from rgsyn.generator.dit import load_generator
+    from rgsyn.generator.bundle import load_generator
 
     work, _ = paper_run
     with _cwd(work):

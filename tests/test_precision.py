@@ -6,23 +6,17 @@ import pytest
 import torch
 
 from rgsyn.errors import ConfigError
-from rgsyn.generator import dit
+from rgsyn.generator import identity_head
 from rgsyn.generator.datasets import ImageSet
 from rgsyn.generator.sampler import PolicySampler
 from rgsyn.generator.training import _batch, encode_latents, train_denoising
 from rgsyn.precision import Precision
-from test_generator_dit import tiny_bundle
+from test_generator_dit import identity_bundle
 
 
 @pytest.fixture(scope="module")
 def bundle():
-    b = tiny_bundle(seed=5)
-    dit.swap_identity_head(b.transformer, 4)
-    with torch.no_grad():
-        for e in dit.label_embedders(b.transformer):
-            e.embedding_table.weight.normal_()
-    b.transformer.eval()
-    return b
+    return identity_bundle(seed=5)
 
 
 def test_precision_modes_and_bad_name():
@@ -160,11 +154,11 @@ def test_train_denoising_cache_on_and_off_identical_in_pixel_space(bundle):
     losses = []
     for use_cache in (True, False):
         t = deepcopy(bundle.transformer)
-        head = dit.freeze_backbone(t)
+        head = identity_head.freeze_backbone(t)
         torch.manual_seed(0)
         stats = train_denoising(transformer=t, trainable=head, data=data, autoencoder=bundle.autoencoder,
                                 scheduler=bundle.scheduler, steps=4, batch_size=4, lr=1e-2, seed=1,
-                                null_label=dit.null_label(t), checkpointer=None, checkpoint_every=100,
+                                null_label=identity_head.null_label(t), checkpointer=None, checkpoint_every=100,
                                 device="cpu", latent_cache=use_cache)
         losses.append((stats["final_loss"], [p.detach().clone() for p in head]))
     assert losses[0][0] == losses[1][0]

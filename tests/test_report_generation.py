@@ -51,7 +51,7 @@ def test_generation_table_puts_reward_next_to_gold_and_flags(tmp_path):
 
 def test_generation_metrics_use_gold_for_quality_and_reward_for_r_sem(tmp_path, monkeypatch):
     """identity_accuracy comes from the gold encoder, identity_accuracy_reward from the reward one."""
-    from rgsyn.generator import synthesis
+    from rgsyn.generator import generation_metrics as synthesis
 
     labels = ["1", "1", "2", "2"]
     good = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])   # identities well apart

@@ -3,7 +3,8 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
-from rgsyn.rl.dpok import adapter_disabled, clipped_policy_loss, dpok_loss, gaussian_kl
+from rgsyn.generator.lora import adapter_disabled
+from rgsyn.rl.dpok import clipped_policy_loss, dpok_loss, gaussian_kl
 
 
 def _grad(logp_new, logp_old, adv, c=0.2):
@@ -94,15 +95,15 @@ def test_kl_to_adapter_disabled_reference():
 
 
 def test_well_conditioned_steps_leave_out_the_tiny_sigma_steps():
-    from rgsyn.generator.dit import build_scheduler
+    from rgsyn.generator.architecture import build_scheduler
     from rgsyn.generator.sampler import PolicySampler
     from rgsyn.rl.dpok import well_conditioned_steps
 
     stub = torch.nn.Linear(1, 1)
     for steps, left_out in ((10, [8, 9]), (4, [2, 3]), (50, [48, 49])):
         s = PolicySampler(stub, build_scheduler(1000), None, steps, 1.0, 2.0)
-        kept = well_conditioned_steps(s._sigma, 0.1)
+        kept = well_conditioned_steps(s.sigmas, 0.1)
         assert sorted(set(range(steps)) - set(kept)) == left_out, steps
-        assert all(float(s._sigma[i]) < 0.1 * float(s._sigma.mean()) for i in left_out)
+        assert all(float(s.sigmas[i]) < 0.1 * float(s.sigmas.mean()) for i in left_out)
     assert well_conditioned_steps(torch.tensor([0.5, 0.01, 0.4]), 0.0) == [0, 1, 2]
     assert well_conditioned_steps(torch.tensor([0.5, 0.01, 0.4]), 0.1) == [0, 2]

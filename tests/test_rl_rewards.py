@@ -6,9 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from rgsyn.config import RewardWeights
+from rgsyn.metrics.identity import identity_agreement, identity_prototypes
 from rgsyn.rl.rewards import (IdentityReference, combine_rewards, compute_rewards, coverage_diversity,
                               expression_richness, expression_richness_loo, feature_spread,
-                              group_advantages, median_bandwidth, semantic_consistency, standardise)
+                              group_advantages, median_bandwidth, standardise)
 
 
 def e(i, d=4):
@@ -20,8 +21,20 @@ def e(i, d=4):
 def test_semantic_consistency_known_values():
     f = torch.stack([e(0), -e(0), e(1), F.normalize(e(0) + e(1), dim=0)])
     p = torch.stack([e(0)] * 4)
-    torch.testing.assert_close(semantic_consistency(f, p),
-                               torch.tensor([1.0, 0.0, 0.5, (1 / math.sqrt(2) + 1) / 2]))
+    r_sem, hit = identity_agreement(f, torch.zeros(4, dtype=torch.long), p[:1])
+    torch.testing.assert_close(r_sem, torch.tensor([1.0, 0.0, 0.5, (1 / math.sqrt(2) + 1) / 2]))
+    assert hit.all()   # a single prototype is every row's nearest
+
+
+def test_identity_agreement_nearest_prototype_and_prototypes():
+    protos = identity_prototypes([torch.stack([2 * e(0), 2 * e(0) + e(1)]), torch.stack([e(1)])])
+    torch.testing.assert_close(protos[0], F.normalize(2 * e(0) + 0.5 * e(1), dim=0))
+    f = torch.stack([e(0), 5 * e(1), e(1), F.normalize(e(0) + e(1), dim=0)])
+    r_sem, hit = identity_agreement(f, torch.tensor([0, 1, 0, 1]), protos)
+    assert hit.tolist() == [True, True, False, False]   # row 3 is nearer identity 0 (0.5 > 0 on e1)
+    torch.testing.assert_close(r_sem[1], torch.tensor(1.0))   # the norm of f does not matter
+    with pytest.raises(ValueError, match="no real images"):
+        identity_prototypes([torch.zeros(0, 4)])
 
 
 def test_coverage_identical_features_is_one_minus_alpha():

@@ -11,8 +11,9 @@ from PIL import Image
 from rgsyn import paths
 from rgsyn.config import DiTArch, Params
 from rgsyn.errors import TrainingDiverged
-from rgsyn.rl import stage
-from rgsyn.rl.stage import hacking_signal
+from rgsyn.rl import encoders, rollout_rewards
+from rgsyn.rl.curves import hacking_signal
+from rgsyn.stages import rl as stage
 
 IDS = ["id_a", "id_b", "id_c"]
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 60, 230)]
@@ -51,8 +52,8 @@ def world(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.chdir(tmp_path)
     make_world(tmp_path)
-    monkeypatch.setattr(stage.encoders, "reward_encoder", lambda params, domain, device: ColourEncoder(1))
-    monkeypatch.setattr(stage.encoders, "gold_encoder", lambda params, domain, device: ColourEncoder(2))
+    monkeypatch.setattr(encoders, "reward_encoder", lambda params, domain, device: ColourEncoder(1))
+    monkeypatch.setattr(encoders, "gold_encoder", lambda params, domain, device: ColourEncoder(2))
     return tmp_path
 
 
@@ -65,7 +66,9 @@ def make_world(tmp_path):
             arr = np.clip(np.array(col)[None, None] + rs.normal(0, 20, (8, 8, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(arr).save(tmp_path / "casia" / ident / f"{n:03d}.png")
     from rgsyn.generator.autoencoder import PixelAutoencoder
-    from rgsyn.generator.dit import GeneratorBundle, build_dit, build_scheduler, save_generator, swap_identity_head
+    from rgsyn.generator.architecture import build_dit, build_scheduler
+    from rgsyn.generator.bundle import GeneratorBundle, save_generator
+    from rgsyn.generator.identity_head import label_embedders, swap_identity_head
 
     torch.manual_seed(0)
     dit = build_dit(DiTArch(sample_size=8, patch_size=4, num_layers=1, num_attention_heads=2,
@@ -75,7 +78,7 @@ def make_world(tmp_path):
             p.add_(0.05 * torch.randn_like(p))
     swap_identity_head(dit, len(IDS))
     with torch.no_grad():  # give the identity rows some signal, as a cold start would
-        for emb in __import__("rgsyn.generator.dit", fromlist=["x"]).label_embedders(dit):
+        for emb in label_embedders(dit):
             emb.embedding_table.weight[:len(IDS)].normal_(0, 0.5)
     identities = [{"row": i, "benchmark": "casia_face", "label": n} for i, n in enumerate(IDS)]
     save_generator(GeneratorBundle(dit, build_scheduler(100), PixelAutoencoder(), identities),
@@ -111,8 +114,9 @@ def test_rl_end_to_end(world):
     lora = load_file(str(out / "lora" / "adapter_model.safetensors"))
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in lora.items())
     # the RL bundle loads back with its adapter, which changes the model's output
-    from rgsyn.generator.dit import has_lora, load_generator
-    from rgsyn.rl.dpok import adapter_disabled
+    from rgsyn.generator.bundle import load_generator
+    from rgsyn.generator.lora import has_lora
+    from rgsyn.generator.lora import adapter_disabled
 
     rl_bundle = load_generator(out)
     assert has_lora(rl_bundle.transformer)
@@ -130,7 +134,7 @@ def test_rl_resume_after_kill(world, monkeypatch):
     stage.run(params, "faces", "full")
     rows = _curve(paths.rl_curve("faces", "full"))
     # kill after the checkpoint at update 2, re-run: same curve as the uninterrupted run
-    orig = stage.gold_accuracy
+    orig = rollout_rewards.gold_accuracy
     calls = {"n": 0}
 
     def dying(*a, **k):
@@ -139,12 +143,12 @@ def test_rl_resume_after_kill(world, monkeypatch):
             raise KeyboardInterrupt
         return orig(*a, **k)
 
-    monkeypatch.setattr(stage, "gold_accuracy", dying)
+    monkeypatch.setattr(rollout_rewards, "gold_accuracy", dying)
     paths.rl_curve("faces", "full").unlink()
     with pytest.raises(KeyboardInterrupt):
         stage.run(params, "faces", "full")
     assert not paths.rl_curve("faces", "full").exists()
-    monkeypatch.setattr(stage, "gold_accuracy", orig)
+    monkeypatch.setattr(rollout_rewards, "gold_accuracy", orig)
     stage.run(params, "faces", "full")
     rows2 = _curve(paths.rl_curve("faces", "full"))
     for a, b in zip(rows, rows2):
@@ -153,14 +157,14 @@ def test_rl_resume_after_kill(world, monkeypatch):
 
 
 def test_rl_nan_reward_stops_with_step(world, monkeypatch):
-    orig = stage.compute_rewards
+    orig = rollout_rewards.compute_rewards
 
     def nan_rewards(*a, **k):
         out = orig(*a, **k)
         out["cov"][0] = float("nan")
         return out
 
-    monkeypatch.setattr(stage, "compute_rewards", nan_rewards)
+    monkeypatch.setattr(rollout_rewards, "compute_rewards", nan_rewards)
     with pytest.raises(TrainingDiverged, match="R_cov is not finite at rl step 0"):
         stage.run(_params(world, steps=1), "faces", "no_sem")
 

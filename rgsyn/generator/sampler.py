@@ -23,6 +23,7 @@ API (the RL stage builds DPOK on it):
     traj = sampler.sample(labels, generator, record=True)      # one call = a batch of trajectories
     mean, std = sampler.step_mean_std(x_t, step_index, labels)  # differentiable, CFG included
     logp = sampler.log_prob(x_t, x_prev, step_index, labels)    # differentiable, (B,) fp32
+    sampler.sigmas                                              # (T,) the std of every step
 
 `generator` is one `torch.Generator` for the batch, or a list of B generators (one per sample;
 synthesis uses that so an image depends only on its own seed, not on its batch).
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from rgsyn import threads
-from rgsyn.generator.dit import null_label
+from rgsyn.generator.identity_head import null_label
 from rgsyn.precision import Precision, maybe_compile
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
@@ -114,6 +115,11 @@ class PolicySampler:
             raise ValueError(f"unsupported prediction_type {self._prediction!r}")
 
     # --------------------------------------------------------------------------- one step
+    @property
+    def sigmas(self) -> torch.Tensor:
+        """The policy std sigma_t of every denoising step, (T,) fp32 in sampling order (a copy)."""
+        return self._sigma.clone()
+
     @property
     def device(self) -> torch.device:
         return next(self.transformer.parameters()).device

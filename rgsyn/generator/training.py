@@ -119,6 +119,70 @@ def encode_latents(data: ImageSet, autoencoder, device, precision: Precision | N
     return LatentCache(encode_all(False), encode_all(True) if hflip and not commutes else None)
 
 
+class _NoisyBatches:
+    """The batches of the denoising loss: (z_t, t, y, target) of a step from its generator `g`.
+
+    Draw order from `g` (fixed, so a resumed run continues exactly): image indices and flips, the
+    noise, the timesteps, the label drops."""
+
+    def __init__(self, data: ImageSet, cache: LatentCache | None, autoencoder, noise_sched, device, prec: Precision,
+                 batch_size: int, hflip: bool, label_dropout: float, null_label: int):
+        self.data, self.cache, self.autoencoder, self.noise_sched = data, cache, autoencoder, noise_sched
+        self.device, self.prec, self.batch_size = device, prec, batch_size
+        self.hflip, self.label_dropout, self.null_label = hflip, label_dropout, null_label
+        self.T = int(noise_sched.config.num_train_timesteps)
+        self.prediction = noise_sched.config.prediction_type
+
+    def draw(self, g: torch.Generator):
+        dev, b = self.device, self.batch_size
+        if self.cache is not None:
+            idx, flip, y = _draw(self.data, b, g, self.hflip)
+            z = self.cache.batch(idx.to(dev), flip)
+        else:
+            x, y = _batch(self.data, b, g, self.hflip)
+            with torch.no_grad(), self.prec.autocast():
+                z = self.autoencoder.encode(x.to(dev)).float()
+        noise = torch.randn(z.shape, generator=g).to(dev)
+        t = torch.randint(0, self.T, (b,), generator=g).to(dev)
+        drop = (torch.rand(b, generator=g) < self.label_dropout).to(dev)
+        y = torch.where(drop, torch.full_like(y.to(dev), self.null_label), y.to(dev))
+        z_t = self.noise_sched.add_noise(z, noise, t)
+        if self.prediction == "v_prediction":
+            target = self.noise_sched.get_velocity(z, noise, t)
+        elif self.prediction == "sample":
+            target = z
+        else:
+            target = noise
+        return z_t, t, y, target
+
+
+def _restore(checkpointer, transformer, optimizer, sched, ema, trainable_names: list[str]):
+    """(step to start from, EMA tensors) after loading the checkpoint, if there is one, into the
+    trainable tensors, the optimizer, the lr schedule and the EMA."""
+    state = checkpointer.load() if checkpointer is not None else None
+    if state is None:
+        return 0, ema
+    params_by_name = dict(transformer.named_parameters())
+    with torch.no_grad():
+        for n, t in state["trainable"].items():
+            params_by_name[n].copy_(t)
+    optimizer.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["lr_scheduler"])
+    if ema is not None:
+        ema = [state["ema"][n].clone() for n in trainable_names]
+    return int(state["step"]), ema
+
+
+def _checkpoint_state(accelerator, model, optimizer, sched, ema, trainable_names: list[str], step: int) -> dict:
+    pb = dict(accelerator.unwrap_model(model).named_parameters())
+    return {"step": step,
+            "trainable": {n: pb[n].detach().cpu().clone() for n in trainable_names},
+            "optimizer": optimizer.state_dict() if not hasattr(optimizer, "optimizer")
+            else optimizer.optimizer.state_dict(),
+            "lr_scheduler": sched.state_dict(),
+            "ema": {n: e.cpu() for n, e in zip(trainable_names, ema)} if ema is not None else {}}
+
+
 def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: ImageSet, autoencoder,
                     scheduler, steps: int, batch_size: int, lr: float, seed: int, null_label: int,
                     checkpointer, checkpoint_every: int, device: str = "auto", run=None,
@@ -142,69 +206,27 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
     warmup = min(100, max(1, steps // 10)) if warmup is None else warmup
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)))
-    start = 0
     ema = [p.detach().clone() for p in trainable] if ema_decay > 0 else None
-    state = checkpointer.load() if checkpointer is not None else None
-    if state is not None:
-        params_by_name = dict(transformer.named_parameters())
-        with torch.no_grad():
-            for n, t in state["trainable"].items():
-                params_by_name[n].copy_(t)
-        optimizer.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["lr_scheduler"])
-        if ema is not None:
-            ema = [state["ema"][n].clone() for n in trainable_names]
-        start = int(state["step"])
+    start, ema = _restore(checkpointer, transformer, optimizer, sched, ema, trainable_names)
     model, optimizer = accelerator.prepare(transformer, optimizer)
     if ema is not None:
         ema = [e.to(p.device) for e, p in zip(ema, trainable)]
     autoencoder.to(accelerator.device)
     prec = Precision(precision, accelerator.device)
     cache = encode_latents(data, autoencoder, accelerator.device, prec, hflip) if latent_cache else None
-    noise_sched = noise_scheduler_for(scheduler)
+    batches = _NoisyBatches(data, cache, autoencoder, noise_scheduler_for(scheduler), accelerator.device, prec,
+                            batch_size, hflip, label_dropout, null_label)
     channels = int(transformer.config.in_channels)
-    T = int(noise_sched.config.num_train_timesteps)
-    prediction = noise_sched.config.prediction_type
     model.train()
     losses, t0 = [], time.time()
-
-    def save(step: int) -> None:
-        if checkpointer is None or not accelerator.is_main_process:
-            return
-        unwrapped = accelerator.unwrap_model(model)
-        pb = dict(unwrapped.named_parameters())
-        checkpointer.save({"step": step,
-                           "trainable": {n: pb[n].detach().cpu().clone() for n in trainable_names},
-                           "optimizer": optimizer.state_dict() if not hasattr(optimizer, "optimizer")
-                           else optimizer.optimizer.state_dict(),
-                           "lr_scheduler": sched.state_dict(),
-                           "ema": {n: e.cpu() for n, e in zip(trainable_names, ema)} if ema is not None else {}})
-
     bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, leave=False,
                disable=not accelerator.is_main_process)
     for step in bar:
         threads.rebalance()   # the fair share of the cores, when other stages start or end
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step * 97 + accelerator.process_index)
-        if cache is not None:
-            idx, flip, y = _draw(data, batch_size, g, hflip)
-            z = cache.batch(idx.to(accelerator.device), flip)
-        else:
-            x, y = _batch(data, batch_size, g, hflip)
-            with torch.no_grad(), prec.autocast():
-                z = autoencoder.encode(x.to(accelerator.device)).float()
-        noise = torch.randn(z.shape, generator=g).to(accelerator.device)
-        t = torch.randint(0, T, (batch_size,), generator=g).to(accelerator.device)
-        drop = (torch.rand(batch_size, generator=g) < label_dropout).to(accelerator.device)
-        y = torch.where(drop, torch.full_like(y.to(accelerator.device), null_label), y.to(accelerator.device))
-        z_t = noise_sched.add_noise(z, noise, t)
+        batch_seed = seed * 1_000_003 + step * 97 + accelerator.process_index
+        z_t, t, y, target = batches.draw(torch.Generator().manual_seed(batch_seed))
         with prec.autocast():
             pred = model(z_t, timestep=t, class_labels=y).sample[:, :channels]
-        if prediction == "v_prediction":
-            target = noise_sched.get_velocity(z, noise, t)
-        elif prediction == "sample":
-            target = z
-        else:
-            target = noise
         loss = F.mse_loss(pred.float(), target)
         mean_loss = distributed.reduce_mean(loss.detach())   # the same on every rank: all stop together
         if not torch.isfinite(mean_loss):
@@ -215,17 +237,17 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
         sched.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
-            d = min(ema_decay, (1 + step) / (10 + step))
             with torch.no_grad():
-                torch._foreach_lerp_(ema, [p.detach() for p in trainable], 1 - d)
+                torch._foreach_lerp_(ema, [p.detach() for p in trainable], 1 - min(ema_decay, (1 + step) / (10 + step)))
         losses.append(mean_loss.item())
         if run is not None and (step % log_every == 0 or step == steps - 1):
             run.log_metrics({f"{desc}/loss": mean_loss.item(), f"{desc}/grad_norm": float(grad_norm),
                              f"{desc}/lr": sched.get_last_lr()[0]}, step=step)
-        if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            save(step + 1)
+        if (step + 1) % checkpoint_every == 0 and step + 1 < steps and checkpointer is not None \
+                and accelerator.is_main_process:
+            checkpointer.save(_checkpoint_state(accelerator, model, optimizer, sched, ema, trainable_names, step + 1))
         bar.set_postfix(loss=f"{mean_loss.item():.4f}")
-        distributed.rank_log(desc, {"step": step, "batch_seed": seed * 1_000_003 + step * 97 + accelerator.process_index})
+        distributed.rank_log(desc, {"step": step, "batch_seed": batch_seed})
     bar.close()
     if ema is not None:
         with torch.no_grad():

@@ -10,7 +10,8 @@ log-probability ``logp_old`` (at rollout time) and ``logp_new`` (current weights
     L     = L_pg + kl_coef * mean( KL(pi_theta(.|x_t) || pi_ref(.|x_t)) )
 
 ``A`` is the trajectory's advantage (every step of a trajectory shares it). The reference
-``pi_ref`` is the same network with its LoRA adapter disabled (the cold-started generator), and the
+``pi_ref`` is the same network with its LoRA adapter disabled (the cold-started generator;
+``rgsyn.generator.lora.adapter_disabled``), and the
 KL between two diagonal Gaussians is taken in closed form (``gaussian_kl``); with the same
 ``sigma_t`` for both it is ``||mu_theta - mu_ref||^2 / (2 sigma_t^2)``.
 
@@ -19,35 +20,8 @@ zero once ``ratio < 1 - c``; on the other side the unclipped (pessimistic) term 
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import torch
-from torch import Tensor, nn
-
-
-@contextlib.contextmanager
-def adapter_disabled(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` as its reference: every peft adapter layer switched off, then restored.
-
-    Works however the adapter was attached (``peft.inject_adapter_in_model``, a ``PeftModel``, or
-    diffusers' ``add_adapter``), because it toggles the peft tuner layers themselves.
-    """
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
-    was_disabled = [m.disable_adapters for m in layers]
-    trainable = {id(p): p.requires_grad for m in layers for p in m.parameters()}
-    for m in layers:
-        m.enable_adapters(False)
-    try:
-        yield model
-    finally:
-        for m, off in zip(layers, was_disabled):
-            m.enable_adapters(not off)
-        for m in layers:  # enable_adapters toggles requires_grad; put back what it was
-            for p in m.parameters():
-                p.requires_grad_(trainable[id(p)])
+from torch import Tensor
 
 
 def gaussian_kl(mean_p: Tensor, std_p: Tensor | float, mean_q: Tensor, std_q: Tensor | float) -> Tensor:

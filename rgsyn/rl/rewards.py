@@ -6,7 +6,8 @@ generated sample's feature, ``y`` its identity, ``p_y`` the identity prototype (
 ``y`` in the rollout batch (a rollout is grouped by identity: ``samples_per_id`` trajectories per
 identity), ``k`` an RBF kernel.
 
-- ``semantic_consistency``: ``R_sem = (cos(f_g, p_y) + 1) / 2``, in [0, 1].
+- ``R_sem = (cos(f_g, p_y) + 1) / 2``, in [0, 1] (semantic consistency: ``rgsyn.metrics.identity``,
+  the one definition that the generation metrics and the gold check share).
 - ``coverage_diversity``: ``R_cov = mean_k(f_g, F_ref) - alpha * mean_k(f_g, F_gen)``.
   ``F_gen`` excludes the sample itself. The value is already per-sample given the rest of the
   group, and that is the attribution used for the policy gradient.
@@ -32,15 +33,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from rgsyn.metrics.identity import identity_agreement, identity_prototypes
+
 REWARD_NAMES = ("sem", "cov", "exp")
-
-
-def semantic_consistency(f_g: Tensor, prototypes: Tensor) -> Tensor:
-    """``R_sem = (cos(f_g, p_y) + 1) / 2`` row by row; ``prototypes[i]`` is ``p_y`` of sample i. -> (N,)"""
-    return (F.cosine_similarity(f_g.float(), prototypes.float(), dim=-1) + 1.0) / 2.0
 
 
 def median_bandwidth(*feats: Tensor) -> float:
@@ -119,10 +116,7 @@ class IdentityReference:
 
     @classmethod
     def from_features(cls, feats: list[Tensor]) -> "IdentityReference":
-        if any(f.shape[0] == 0 for f in feats):
-            empty = [i for i, f in enumerate(feats) if f.shape[0] == 0]
-            raise ValueError(f"identity rows {empty[:5]} have no real images for the reward reference")
-        protos = torch.stack([F.normalize(f.float().mean(0), dim=0) for f in feats])
+        protos = identity_prototypes(feats)
         spread = torch.stack([feature_spread(f) for f in feats])
         return cls(protos, [f.float() for f in feats], spread)
 
@@ -136,7 +130,7 @@ def compute_rewards(f_g: Tensor, labels: Tensor, ref: IdentityReference, alpha: 
     """
     f_g = f_g.float()
     labels = labels.long().cpu()
-    sem = semantic_consistency(f_g, ref.prototypes[labels].to(f_g.device))
+    sem, _ = identity_agreement(f_g, labels, ref.prototypes)
     if bandwidth <= 0:
         used = [ref.feats[int(y)] for y in labels.unique()]
         bandwidth = median_bandwidth(f_g, *[u.to(f_g.device) for u in used])

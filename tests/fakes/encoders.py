@@ -19,11 +19,11 @@ class FakeEncoder(torch.nn.Module):
 
 
 def install(monkeypatch) -> None:
-    """Make `rgsyn.generator.synthesis` load FakeEncoder, and put placeholder reward and gold encoder
+    """Make the generation metrics (`rgsyn.generator.generation_metrics`) load FakeEncoder, and put placeholder reward and gold encoder
     files where the stages check for them (cwd-relative, as the stages read them)."""
-    from rgsyn.generator import synthesis
+    from rgsyn.generator import generation_metrics
 
-    monkeypatch.setattr(synthesis, "load_identity_encoder", lambda path, device="cpu": FakeEncoder())
+    monkeypatch.setattr(generation_metrics, "load_identity_encoder", lambda path, device="cpu": FakeEncoder())
     for dom in paths.DOMAINS:
         for which in ("reward", "gold"):
             f = paths.encoder_path(dom, which)
