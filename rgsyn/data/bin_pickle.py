@@ -225,8 +225,8 @@ class _Scan:
                 raise _Refused("refusing a call of something that is not an allow-listed global")
             self.push(1)     # the stand-ins return flat objects (bytes, bool, dtype)
         elif name not in ("PROTO", "FRAME", "STOP"):
-            raise _Refused(f"refusing opcode {name} (a .bin holds only lists, tuples, bytes, str, "
-                           "bools and ints)")
+            raise _Refused("refusing an opcode a .bin never needs (it holds only lists, tuples, bytes, "
+                           "str, bools and ints)")
 
 
 def scan(data: bytes) -> None:

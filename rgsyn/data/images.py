@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 from PIL import Image
@@ -18,7 +19,10 @@ from rgsyn.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MAX_IMAGE_PIXELS = 8192 * 8192
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS   # Pillow raises above twice this; _open refuses above it
+# Pillow's limit is this one: above it Pillow warns, above twice it raises; the warning is made an
+# error as well, and `_open` checks the header against the limit itself in any case.
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 
 def _check_file(path: Path) -> None:
@@ -26,6 +30,11 @@ def _check_file(path: Path) -> None:
         raise DataError(f"image {path} does not exist; expected an image file there")
     if path.stat().st_size == 0:
         raise DataError(f"image {path} is empty (0 bytes); expected a JPEG/PNG image")
+
+
+def _bomb(where: str, size: str) -> DataError:
+    return DataError(f"{where} is a decompression bomb or not a dataset image ({size}); the limit is "
+                     f"{MAX_IMAGE_PIXELS} pixels (rgsyn.data.images.MAX_IMAGE_PIXELS), so it is not decoded")
 
 
 def _open(source, where: str, mode: str = "load") -> Image.Image | tuple[int, int]:
@@ -39,9 +48,7 @@ def _open(source, where: str, mode: str = "load") -> Image.Image | tuple[int, in
         with Image.open(source) as im:
             w, h = im.size
             if w * h > MAX_IMAGE_PIXELS:
-                raise DataError(f"{where} claims {w}x{h} = {w * h} pixels, more than the limit of "
-                                f"{MAX_IMAGE_PIXELS} (rgsyn.data.images.MAX_IMAGE_PIXELS); a decompression "
-                                "bomb or not a dataset image, so it is not decoded")
+                raise _bomb(where, f"{w}x{h} = {w * h} pixels")
             if mode == "size":
                 return w, h
             if mode == "verify":
@@ -51,6 +58,8 @@ def _open(source, where: str, mode: str = "load") -> Image.Image | tuple[int, in
             return im.convert("RGB")
     except DataError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _bomb(where, str(e)) from None
     except Exception as e:
         raise DataError(f"{where} is corrupt, truncated or not an image ({type(e).__name__}: {e}); "
                         "expected a readable JPEG/PNG image") from None
