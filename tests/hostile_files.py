@@ -108,6 +108,14 @@ def memo_index(index: int = 2 ** 25) -> bytes:
     return b"\x80\x02]r" + struct.pack("<I", index) + b"."
 
 
+def shared_image(refs: int = 20_000) -> bytes:
+    """A valid .bin whose one detailed JPEG (~20 KB) is referenced `refs` times through the memo
+    (~2 bytes a reference): read naively, `refs` copies in memory and on disk."""
+    buf = io.BytesIO()
+    Image.effect_mandelbrot((160, 160), (-2.0, -1.5, 1.0, 1.5), 100).convert("RGB").save(buf, "JPEG", quality=95)
+    return bin_pickle([buf.getvalue()] * refs, [True, False] * (refs // 4))
+
+
 def list_grown_after_use() -> bytes:
     """A list placed in a tuple, then appended to (how a structure deeper than it looks is built)."""
     return b"\x80\x04]\x94h\x00\x85h\x00N" + b"a" + b"\x86."
@@ -199,22 +207,23 @@ def rfw(root: Path, hostile_pairs: bytes | None = None, hostile_lmk: bytes | Non
             (txts / f"{group}_lmk.txt").write_bytes(hostile_lmk)
 
 
-def _outside(root: Path, name: str) -> None:
-    """Images a `../` name would reach from the LFW or RFW set folder (so following it would succeed)."""
+def _outside(parent: Path) -> None:
+    """What the name `../leak` reaches from a set folder under `parent`: image i is
+    `<set>/../leak/../leak_000i.jpg` = `<parent>/leak_000i.jpg`; written so that following the
+    name would succeed."""
+    (parent / "leak").mkdir(parents=True, exist_ok=True)
     for i in (1, 2):
-        p = root / name / f"{name}_{i:04d}.jpg"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(jpeg())
+        (parent / f"leak_{i:04d}.jpg").write_bytes(jpeg())
 
 
 def _escape_lfw(root: Path) -> None:
     verification(root, lfw_pairs=b"1\t1\n../leak\t1\t2\na\t1\tb\t2\n")
-    _outside(root, "leak")
+    _outside(root)
 
 
 def _escape_rfw(root: Path) -> None:
     rfw(root, hostile_pairs=b"../leak\t1\t2\n" * 10)
-    _outside(root / "test" / "data", "leak")
+    _outside(root / "test" / "data")
 
 
 # ------------------------------------------------------------------------------------ corpus
@@ -225,9 +234,11 @@ CASES: dict[str, Case] = {
     "bin-nested-tuples": Case("verification", lambda r: verification(r, deep_tuple()),
                               r"lfw\.bin was refused: refusing objects nested deeper than 16 levels"),
     "bin-memo-index": Case("verification", lambda r: verification(r, memo_index()),
-                           r"lfw\.bin was refused: refusing memo index 33554432: only 0 objects"),
+                           r"lfw\.bin was refused: refusing memo index 33554432: a pickle of at most 2000000 opcodes"),
     "bin-list-grown-after-use": Case("verification", lambda r: verification(r, list_grown_after_use()),
                                      r"lfw\.bin was refused: refusing an APPEND to something that is not a list being built"),
+    "bin-many-opcodes": Case("verification", lambda r: verification(r, b"\x80\x04" * 2_000_001 + b"N."),
+                             r"lfw\.bin was refused: refusing more than 2000000 opcodes"),
     "bin-many-lists": Case("verification", lambda r: verification(r, b"\x80\x04" + b"]" * 1000 + b"."),
                            r"lfw\.bin was refused: refusing more than 16 lists"),
     "bin-float": Case("verification", lambda r: verification(r, bin_pickle([b"x", b"y"], [0.5])),

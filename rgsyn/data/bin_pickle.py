@@ -6,13 +6,14 @@ Two gates, both before any object a file describes is used:
    the pickle machine's stack is simulated. Only the opcodes that lists, tuples, bytes, str,
    bools, ints, None and the allow-listed globals need are accepted (no dict, set, float, object
    construction or extension code); nesting deeper than `MAX_DEPTH` (a .bin is 3 deep), more
-   than `MAX_LISTS` lists, a memo index that skips ahead of the ones written so far (the C
-   unpickler allocates its memo table up to the largest index: one 5-byte `LONG_BINPUT` could
-   ask for gigabytes) and a list changed after it was placed in another (the only way to build
-   a structure deeper than the simulation sees) are refused. So is every global outside the
-   allow-list. Each opcode pushes at most one object of its argument's size, so what the load
-   builds is bounded by the file's size; a bytes object referenced many times through the memo
-   stays one object (readers must not copy it per reference: rgsyn.data.faces).
+   than `MAX_LISTS` lists, more than `MAX_OPS` opcodes, more than `MAX_STACK` objects on the
+   stack at once, a memo index of `MAX_OPS` or more (the C unpickler sizes its memo table to the
+   largest index: one 5-byte `LONG_BINPUT` could ask for gigabytes) and a list changed after it
+   was placed in another (the only way to build a structure deeper than the simulation sees) are
+   refused. So is every global outside the allow-list. What the load then builds is the bytes and
+   str payloads the file holds (at most twice its size, as a protocol-2 bytes object is rebuilt
+   from a str) plus at most one small object per opcode; a bytes object referenced many times
+   through the memo stays one object (readers must not copy it per reference: rgsyn.data.faces).
 2. `_AllowListUnpickler` imports nothing: the few globals found in real files (`_codecs.encode`
    and `bytes()` for bytes in protocol-2 pickles written by Python 3, numpy's bool scalar and
    `dtype` for an `issame` of `numpy.bool_`) are mapped onto small local stand-ins that only
@@ -26,9 +27,13 @@ import pickletools
 
 from rgsyn.errors import DataError
 
-MAX_DEPTH = 16     # nesting of lists/tuples/marks; a .bin is (list of bytes, list of bools): 3
-MAX_LISTS = 16     # a .bin holds 2 lists
-SHORT_STR = 64     # str values longer than this are never a module or global name
+MAX_DEPTH = 16             # nesting of lists/tuples/marks; a .bin is (list of bytes, list of bools): 3
+MAX_LISTS = 16             # a .bin holds 2 lists
+MAX_OPS = 2_000_000        # opcodes; a .bin takes 2.5 to 11.5 per image (by encoding), and the largest
+                           # insightface set (cfp_fp, 14,000 images) ~160,000. Bounds the scan's time
+                           # (~2.5 us an opcode), the memo and the number of objects the load builds.
+MAX_STACK = 10_000         # objects on the stack at once; pickle appends in batches of 1,000
+SHORT_STR = 64             # str values longer than this are never a module or global name
 
 
 class _Refused(pickle.UnpicklingError):
@@ -139,7 +144,7 @@ class _Scan:
 
     def __init__(self):
         self.stack: list = []
-        self.memo: list = []
+        self.memo: dict[int, object] = {}
         self.marks = 0
         self.lists = 0
 
@@ -164,6 +169,8 @@ class _Scan:
     def push(self, x) -> None:
         if _depth(x) > MAX_DEPTH:
             raise _Refused(f"refusing objects nested deeper than {MAX_DEPTH} levels (a .bin is 3 deep)")
+        if len(self.stack) >= MAX_STACK:
+            raise _Refused(f"refusing more than {MAX_STACK} objects on the pickle stack at once")
         self.stack.append(x)
 
     def open_list(self):
@@ -176,14 +183,14 @@ class _Scan:
             self.push(arg if name in _TEXT and len(arg) <= SHORT_STR else 1)
         elif name in _PUTS:
             index = len(self.memo) if name == "MEMOIZE" else arg
-            if index > len(self.memo):
-                raise _Refused(f"refusing memo index {index}: only {len(self.memo)} objects were "
-                               "memoized before it (indexes are written in order)")
+            if not 0 <= index < MAX_OPS:
+                raise _Refused(f"refusing memo index {index}: a pickle of at most {MAX_OPS} opcodes "
+                               "numbers its memo below that (pickle writes 0, 1, 2, ...)")
             if not self.stack or self.stack[-1] is _MARK:
                 raise _Refused("malformed pickle: memoizing from an empty stack")
-            self.memo[index:index + 1] = [self.stack[-1]]
+            self.memo[index] = self.stack[-1]
         elif name in _GETS:
-            if not 0 <= arg < len(self.memo):
+            if arg not in self.memo:
                 raise _Refused(f"malformed pickle: memo index {arg} was never written")
             self.push(self.memo[arg])
         elif name == "MARK":
@@ -233,7 +240,9 @@ def scan(data: bytes) -> None:
     """Refuse (`pickle.UnpicklingError`) what `load` must never build; ValueError when the bytes
     are not a pickle at all."""
     machine = _Scan()
-    for op, arg, pos in pickletools.genops(io.BytesIO(data)):
+    for n, (op, arg, pos) in enumerate(pickletools.genops(io.BytesIO(data))):
+        if n >= MAX_OPS:
+            raise _Refused(f"refusing more than {MAX_OPS} opcodes (a .bin of 14,000 images has ~160,000)")
         try:
             machine.step(op.name, arg)
         except _Refused as e:
