@@ -29,9 +29,9 @@ from rgsyn.errors import DataError
 
 MAX_DEPTH = 16             # nesting of lists/tuples/marks; a .bin is (list of bytes, list of bools): 3
 MAX_LISTS = 16             # a .bin holds 2 lists
-MAX_OPS = 2_000_000        # opcodes; a .bin takes 2.5 to 11.5 per image (by encoding), and the largest
+MAX_OPS = 1_000_000        # opcodes; a .bin takes 2.5 to 11.5 per image (by encoding), and the largest
                            # insightface set (cfp_fp, 14,000 images) ~160,000. Bounds the scan's time
-                           # (~2.5 us an opcode), the memo and the number of objects the load builds.
+                           # (~3 us an opcode), the memo and the number of objects the load builds.
 MAX_STACK = 10_000         # objects on the stack at once; pickle appends in batches of 1,000
 SHORT_STR = 64             # str values longer than this are never a module or global name
 
@@ -144,7 +144,7 @@ class _Scan:
 
     def __init__(self):
         self.stack: list = []
-        self.memo: dict[int, object] = {}
+        self.memo: list = []         # by index; None where nothing was memoized
         self.marks = 0
         self.lists = 0
 
@@ -188,9 +188,11 @@ class _Scan:
                                "numbers its memo below that (pickle writes 0, 1, 2, ...)")
             if not self.stack or self.stack[-1] is _MARK:
                 raise _Refused("malformed pickle: memoizing from an empty stack")
+            if index >= len(self.memo):
+                self.memo.extend([None] * (index + 1 - len(self.memo)))
             self.memo[index] = self.stack[-1]
         elif name in _GETS:
-            if arg not in self.memo:
+            if not (0 <= arg < len(self.memo) and self.memo[arg] is not None):
                 raise _Refused(f"malformed pickle: memo index {arg} was never written")
             self.push(self.memo[arg])
         elif name == "MARK":
@@ -242,7 +244,7 @@ def scan(data: bytes) -> None:
     machine = _Scan()
     for n, (op, arg, pos) in enumerate(pickletools.genops(io.BytesIO(data))):
         if n >= MAX_OPS:
-            raise _Refused(f"refusing more than {MAX_OPS} opcodes (a .bin of 14,000 images has ~160,000)")
+            raise _Refused(f"refusing more than {MAX_OPS} opcodes (a .bin of 14,000 images has at most ~160,000)")
         try:
             machine.step(op.name, arg)
         except _Refused as e:

@@ -34,6 +34,7 @@ MAGIC = 0xCED7230A
 _HEADER = struct.Struct("<IfQQ")
 REC_NAME, IDX_NAME = "train.rec", "train.idx"
 _INT = re.compile(r"-?[0-9]{1,20}")
+_IDX_LINE = 48     # bytes: the longest `.idx` line, two 20-digit numbers, a tab and CR LF, with room
 
 
 def rec_files(root: str | os.PathLike) -> tuple[Path, Path] | None:
@@ -54,6 +55,9 @@ def read_idx(path: str | os.PathLike, rec: Path, rec_size: int) -> dict[int, int
     `rec_size` bytes): offsets inside the file, no key or offset twice, and no more entries than
     the file has room for records (each takes at least 8 bytes)."""
     path = Path(path)
+    if path.stat().st_size > _IDX_LINE * (rec_size // 8 + 1):   # checked before it is read
+        raise DataError(f"RecordIO index {path} is {path.stat().st_size} bytes, more than an index of "
+                        f"{rec} ({rec_size} bytes) can be; it does not belong to this file")
     out: dict[int, int] = {}
     seen: dict[int, int] = {}
     for n, line in enumerate(read_utf8(path, "RecordIO index").splitlines(), 1):
