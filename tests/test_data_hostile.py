@@ -1,7 +1,8 @@
 """The hostile-input corpus (tests/hostile_files.py) through the CLI, one child process per case:
-`rgsyn data check` exits 2 with one line naming the file (no traceback), within a time limit (the
-cases that used to hang), within a bounded peak resident memory (the child's own `ru_maxrss`, from
-`os.wait4`), and writes nothing outside its working folder's `.rgsyn/`.
+`rgsyn data check` exits 2 with one error line naming the file (no traceback), within a time limit
+(the cases that used to hang), within a bounded peak resident memory (the child's `ru_maxrss`, read
+by a small parent process with `getrusage(RUSAGE_CHILDREN)`), and writes nothing outside its
+working folder's `.rgsyn/`.
 
 Memory bound: a hostile case may use at most `RSS_MARGIN_MB` more than the same benchmark's valid
 folder (measured in the same way, in the same session). Measured on Linux, Python 3.11: valid
