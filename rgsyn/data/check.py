@@ -41,11 +41,11 @@ def _verify_all(paths, desc: str, progress: bool) -> int:
     return len(_verify_sizes(paths, desc, progress))
 
 
-def _verify_sizes(paths, desc: str, progress: bool) -> list[tuple[int, int]]:
+def _verify_sizes(paths, desc: str, progress: bool, where=None) -> list[tuple[int, int]]:
     """Open and decode every image; their (width, height) in path order. PIL releases the GIL
     while decoding, so a thread pool scales on the real datasets (CASIA-WebFace: ~0.5M files);
     results are consumed in order, so the error raised is the one of the first broken file in
-    path order."""
+    path order. `where(path)` names an image in errors (default: its path)."""
     from concurrent.futures import ThreadPoolExecutor
 
     paths = list(paths)
@@ -54,7 +54,8 @@ def _verify_sizes(paths, desc: str, progress: bool) -> list[tuple[int, int]]:
     sizes = []
     with ThreadPoolExecutor(workers) as pool:
         for i in range(0, len(paths), 4096):   # bounded number of pending futures
-            for size in pool.map(verify_image, paths[i:i + 4096]):
+            chunk = paths[i:i + 4096]
+            for size in pool.map(verify_image, chunk, [where(p) if where else None for p in chunk]):
                 sizes.append(size)
                 bar.update()
     bar.close()
@@ -133,7 +134,9 @@ def _check_casia(root: Path, progress: bool) -> tuple[dict, dict]:
 
     rec = rec_files(root)
     recs = read_id_folders(root)
-    sizes = _verify_sizes([r.path for r in recs], "casia_face", progress)
+    # unpacked records are named by train.rec and their key (the file name), not the cache path
+    where = (lambda p: f"RecordIO file {rec[0]}: record {int(Path(p).stem)} (unpacked to {p})") if rec else None
+    sizes = _verify_sizes([r.path for r in recs], "casia_face", progress, where)
     per_id: dict[str, int] = {}
     for r in recs:
         per_id[r.identity] = per_id.get(r.identity, 0) + 1
@@ -145,6 +148,15 @@ def _check_casia(root: Path, progress: bool) -> tuple[dict, dict]:
 
 def _pairs_images(pairset) -> list[str]:
     return sorted({p for a, b, _ in pairset.pairs for p in (a, b)})
+
+
+def _decoded_sizes(images: list[bytes], found: Path, name: str, progress: bool) -> list[tuple[int, int]]:
+    """Decode every image of a `.bin`; an object the file refers to several times is decoded once."""
+    by_id: dict[int, tuple[int, int]] = {}
+    for i, data in enumerate(tqdm(images, desc=f"check {name}", disable=not progress, leave=False)):
+        if id(data) not in by_id:
+            by_id[id(data)] = decode_bytes(data, f"{found} image {i}").size
+    return [by_id[id(data)] for data in images]
 
 
 def _check_verification(root: Path, progress: bool) -> tuple[dict, dict]:
@@ -160,8 +172,7 @@ def _check_verification(root: Path, progress: bool) -> tuple[dict, dict]:
             counts[name] = len(ps.pairs)
         elif found is not None:
             images, issame = read_bin(found)
-            sizes = [decode_bytes(data, f"{found} image {i}").size for i, data in
-                     enumerate(tqdm(images, desc=f"check {name}", disable=not progress, leave=False))]
+            sizes = _decoded_sizes(images, found, name, progress)
             n += len(images)
             # insightface's crops: used as they are whatever their size, never aligned again
             out["sets"][name] = {"format": "bin", "pairs": len(issame), "matched": sum(issame),

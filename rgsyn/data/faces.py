@@ -6,22 +6,22 @@
   fold n matched lines `name i j` and n mismatched lines `name1 i name2 j`; image i of `name` is
   `<images>/<name>/<name>_<i:04d>.jpg`. RFW's headerless pairs files are read by the same parser.
 - insightface `.bin`: a pickle of `(list of encoded images, list of issame bools)`; images 2k and
-  2k+1 form pair k. It is read with an unpickler that imports nothing: the few globals found in
-  real files (`_codecs.encode` and `bytes()` for bytes in protocol-2 pickles written by Python 3,
-  numpy's bool scalar and `dtype` for an `issame` of `numpy.bool_`) are mapped onto small local
-  stand-ins that only rebuild bytes and bools; every other global is refused, so a malicious file
-  cannot run code.
+  2k+1 form pair k. Its opcodes are checked before it is loaded, and it is loaded with an
+  unpickler that imports nothing (rgsyn.data.bin_pickle): a malicious file cannot run code, crash
+  the process or build more than its own size in memory. An image referenced several times is one
+  bytes object and one cached file, never a copy per reference.
 """
 from __future__ import annotations
 
-import io
 import os
 import pickle
 from pathlib import Path
 
+from rgsyn.data import bin_pickle
 from rgsyn.data.images import IMAGE_SUFFIXES
 from rgsyn.data.market import check_root
 from rgsyn.data.records import FaceRecord, PairSet
+from rgsyn.data.text import check_name, read_utf8
 from rgsyn.errors import DataError
 
 
@@ -50,7 +50,9 @@ def read_id_folders(root: str | os.PathLike) -> list[FaceRecord]:
 
 
 # ------------------------------------------------------------------------------ pairs.txt
-def lfw_image(images: Path, name: str, index: int) -> Path:
+def lfw_image(images: Path, name: str, index: int, where: str = "pairs file") -> Path:
+    """Image `index` of person `name`; a name that would leave `images` is a DataError."""
+    check_name(name, where)
     return images / name / f"{name}_{index:04d}.jpg"
 
 
@@ -63,7 +65,8 @@ def parse_pairs_file(path: str | os.PathLike, images: str | os.PathLike | None =
     images = Path(images) if images is not None else path.parent
     if not path.is_file():
         raise DataError(f"pairs file {path} is missing; expected an LFW-style pairs.txt there")
-    lines = [(n, line.split()) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    text = read_utf8(path, "pairs file")
+    lines = [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not lines:
         raise DataError(f"pairs file {path} is empty; expected a '<folds> <pairs per fold>' header "
                         "and pair lines")
@@ -77,11 +80,14 @@ def parse_pairs_file(path: str | os.PathLike, images: str | os.PathLike | None =
                         f"'<folds> <pairs per fold>' (e.g. '10 300'), got {' '.join(first)!r}")
     pairs: list[tuple[str, str, bool]] = []
     for n, tok in lines:
+        where = f"pairs file {path} line {n}"
         try:
             if len(tok) == 3:
-                a, b, same = lfw_image(images, tok[0], int(tok[1])), lfw_image(images, tok[0], int(tok[2])), True
+                a, b, same = (lfw_image(images, tok[0], int(tok[1]), where),
+                              lfw_image(images, tok[0], int(tok[2]), where), True)
             elif len(tok) == 4:
-                a, b, same = lfw_image(images, tok[0], int(tok[1])), lfw_image(images, tok[2], int(tok[3])), False
+                a, b, same = (lfw_image(images, tok[0], int(tok[1]), where),
+                              lfw_image(images, tok[2], int(tok[3]), where), False)
             else:
                 raise ValueError
         except ValueError:
@@ -127,87 +133,12 @@ def write_pairs(path: str | os.PathLike, folds: list[list[tuple]], header: bool 
 
 
 # --------------------------------------------------------------------------- insightface .bin
-class _Refused(pickle.UnpicklingError):
-    pass
-
-
-def _latin1_encode(text, encoding="latin1", errors="strict"):
-    """`_codecs.encode(text, 'latin1')`: how Python 3 writes bytes in a protocol < 3 pickle."""
-    if not isinstance(text, str) or str(encoding).replace("-", "").lower() != "latin1":
-        raise _Refused(f"refusing _codecs.encode({type(text).__name__}, {encoding!r}); only "
-                       "latin1-encoded text (pickled bytes) is allowed")
-    return text.encode("latin1")
-
-
-def _empty_bytes(*args):
-    """`bytes()` / `bytearray()` with no argument: Python 3 writes b'' this way in protocol 2."""
-    if args:
-        raise _Refused("refusing bytes() with arguments; only the empty bytes object is allowed")
-    return b""
-
-
-class _DType:
-    """Stand-in for `numpy.dtype(name, align, copy)`; the pickled state (byte order etc.) is
-    irrelevant for a bool and ignored. Names arrive as bytes from Python 2 pickles."""
-
-    def __init__(self, name, *args):
-        self.name = name.decode("latin1") if isinstance(name, bytes) else str(name)
-
-    def __setstate__(self, state):
-        pass
-
-
-def _numpy_scalar(dtype, data=None):
-    """Stand-in for numpy's `multiarray.scalar(dtype, raw bytes)`: only a bool (`b1`) becomes a
-    Python bool; any other dtype is refused (issame never needs one)."""
-    if not isinstance(dtype, _DType) or dtype.name not in ("b1", "?", "bool"):
-        name = getattr(dtype, "name", type(dtype).__name__)
-        raise _Refused(f"refusing a numpy scalar of dtype {name!r}; only bool scalars are allowed")
-    if isinstance(data, str):        # Python 3 protocol 0/1 text form
-        data = data.encode("latin1")
-    if not isinstance(data, (bytes, bytearray)) or len(data) != 1:
-        raise _Refused("refusing a numpy bool scalar whose data is not one byte")
-    return data[0] != 0
-
-
-# (module, name) -> local stand-in: the whole allow-list of globals a `.bin` may name
-_ALLOWED_GLOBALS = {
-    ("_codecs", "encode"): _latin1_encode,
-    ("builtins", "bytes"): _empty_bytes,
-    ("__builtin__", "bytes"): _empty_bytes,
-    ("builtins", "bytearray"): _empty_bytes,
-    ("__builtin__", "bytearray"): _empty_bytes,
-    ("numpy", "dtype"): _DType,
-    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
-    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
-}
-
-
-class _AllowListUnpickler(pickle.Unpickler):
-    """Imports nothing: each global must be on `_ALLOWED_GLOBALS` and resolves to its stand-in."""
-
-    def find_class(self, module, name):
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise _Refused(f"refusing to load {module}.{name}") from None
-
-
 def read_bin(path: str | os.PathLike) -> tuple[list[bytes], list[bool]]:
     """(encoded images, issame) from an insightface verification `.bin`, without running code."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"verification file {path} does not exist; expected an insightface .bin")
-    data = path.read_bytes()
-    try:
-        obj = _AllowListUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except _Refused as e:
-        raise DataError(f"verification file {path} was refused: {e}; expected a pickle of "
-                        "(list of image bytes, list of bools) naming no global outside the allow-list "
-                        "(_codecs.encode, bytes, numpy's bool scalar and dtype)") from None
-    except Exception as e:  # truncated or not a pickle at all
-        raise DataError(f"verification file {path} is not a readable pickle ({type(e).__name__}: {e}); "
-                        "expected an insightface .bin") from None
+    obj = bin_pickle.load(path.read_bytes(), f"verification file {path}")
     if not (isinstance(obj, (tuple, list)) and len(obj) == 2 and isinstance(obj[0], list)
             and isinstance(obj[1], list)):
         raise DataError(f"verification file {path} holds a {type(obj).__name__}; expected a pair "
@@ -221,7 +152,11 @@ def read_bin(path: str | os.PathLike) -> tuple[list[bytes], list[bool]]:
     if len(bins) != 2 * len(issame):
         raise DataError(f"verification file {path} has {len(bins)} images for {len(issame)} pairs; "
                         "expected exactly 2 images per pair")
-    return [bytes(b) for b in bins], list(issame)
+    as_bytes: dict[int, bytes] = {}   # by identity: an object referenced many times stays one object
+    for b in bins:
+        if id(b) not in as_bytes:
+            as_bytes[id(b)] = bytes(b)
+    return [as_bytes[id(b)] for b in bins], list(issame)
 
 
 def write_bin(path: str | os.PathLike, images: list[bytes], issame: list[bool]) -> None:
@@ -267,10 +202,14 @@ def read_verification(root: str | os.PathLike, name: str,
     out = Path(cache_dir) / name
     stamp = out / f".from-{rio.file_sha256(path)[:16]}"
     png = b"\x89PNG"
-    files = [out / (f"{i:06d}" + (".png" if b[:4] == png else ".jpg")) for i, b in enumerate(images)]
+    first_ref: dict[int, int] = {}    # one file per bytes object, however often the .bin refers to it
+    for i, b in enumerate(images):
+        first_ref.setdefault(id(b), i)
+    files = [out / (f"{first_ref[id(b)]:06d}" + (".png" if b[:4] == png else ".jpg")) for b in images]
     if not stamp.is_file():
-        for f, b in zip(files, images):
-            rio.write_bytes(f, b)
+        for i, b in enumerate(images):
+            if first_ref[id(b)] == i:
+                rio.write_bytes(files[i], b)
         rio.write_text(stamp, f"{path}\n")
     pairs = [(str(files[2 * k]), str(files[2 * k + 1]), s) for k, s in enumerate(issame)]
     if len(pairs) < 10:

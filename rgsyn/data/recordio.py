@@ -10,19 +10,31 @@ Payload (mxnet.recordio.pack): IRHeader `<IfQQ` = flag, label, id, id2; when fla
 the `flag` float32s that follow, then the encoded image. insightface: record 0 is a header whose
 label (a, b) says image records are keys 1..a-1 and identity records a..b-1; an image's label (its
 first one when several) is its identity.
+
+Nothing read from either file is trusted: offsets must lie inside `.rec` and be distinct, a part's
+length must fit in what is left of the file, continuation flags must follow 0 | 1 (2)* 3, an
+IRHeader's label count must fit its record, labels must be whole numbers 0..2**24, the header's
+key range must fit the index, and the records read may not add up to more than the file holds.
+Each error is a DataError naming `train.rec` or `train.idx` and the record's key.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 import struct
 from pathlib import Path
 
+from rgsyn.data.images import decode_bytes
+from rgsyn.data.text import read_utf8
 from rgsyn.errors import DataError
 
 MAGIC = 0xCED7230A
 _HEADER = struct.Struct("<IfQQ")
 REC_NAME, IDX_NAME = "train.rec", "train.idx"
+_INT = re.compile(r"-?[0-9]{1,20}")
+_IDX_LINE = 48     # bytes: the longest `.idx` line, two 20-digit numbers, a tab and CR LF, with room
 
 
 def rec_files(root: str | os.PathLike) -> tuple[Path, Path] | None:
@@ -38,28 +50,50 @@ def rec_files(root: str | os.PathLike) -> tuple[Path, Path] | None:
     return None
 
 
-def read_idx(path: str | os.PathLike) -> dict[int, int]:
-    out = {}
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+def read_idx(path: str | os.PathLike, rec: Path, rec_size: int) -> dict[int, int]:
+    """{key: byte offset} from a `.idx`; every key and offset is checked against `rec` (of
+    `rec_size` bytes): offsets inside the file, no key or offset twice, and no more entries than
+    the file has room for records (each takes at least 8 bytes)."""
+    path = Path(path)
+    if path.stat().st_size > _IDX_LINE * (rec_size // 8 + 1):   # checked before it is read
+        raise DataError(f"RecordIO index {path} is {path.stat().st_size} bytes, more than an index of "
+                        f"{rec} ({rec_size} bytes) can be; it does not belong to this file")
+    out: dict[int, int] = {}
+    seen: dict[int, int] = {}
+    for n, line in enumerate(read_utf8(path, "RecordIO index").splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            key, offset = line.split("\t")
-            out[int(key)] = int(offset)
-        except ValueError:
-            raise DataError(f"RecordIO index {path} line {n}: expected 'key<TAB>offset', got {line[:60]!r}") from None
+        fields = line.strip().split("\t")
+        if len(fields) != 2 or not all(_INT.fullmatch(f.strip()) for f in fields):
+            raise DataError(f"RecordIO index {path} line {n}: expected 'key<TAB>offset', got {line[:60]!r}")
+        key, offset = int(fields[0]), int(fields[1])
+        where = f"RecordIO index {path} line {n}: record {key}"
+        if key < 0:
+            raise DataError(f"{where}: a negative key; keys are record numbers 0, 1, 2, ...")
+        if not 0 <= offset <= rec_size - 8:
+            raise DataError(f"{where} is at offset {offset}, outside {rec} ({rec_size} bytes); "
+                            f"{path.name} does not belong to this {rec.name}")
+        if key in out or offset in seen:
+            other = key if key in out else seen[offset]
+            raise DataError(f"{where}: {'key' if key in out else f'offset {offset}'} is listed twice "
+                            f"(also for record {other}); each record has one key and its own offset")
+        if len(out) >= rec_size // 8:
+            raise DataError(f"RecordIO index {path} lists more records than {rec} ({rec_size} bytes) "
+                            "can hold; it does not belong to this file")
+        out[key], seen[offset] = offset, key
     if not out:
         raise DataError(f"RecordIO index {path} is empty; expected 'key<TAB>offset' lines")
     return out
 
 
 class RecordFile:
-    """Random access to the records of a `.rec` through its `.idx`."""
+    """Random access to the records of a `.rec` through its `.idx`. Every length, flag and
+    offset is checked against the file before it is used; errors name the file and the key."""
 
     def __init__(self, rec: str | os.PathLike, idx: str | os.PathLike):
         self.rec, self.idx = Path(rec), Path(idx)
-        self.offsets = read_idx(idx)
         self.size = self.rec.stat().st_size
+        self.offsets = read_idx(self.idx, self.rec, self.size)
         self._f = open(self.rec, "rb")
 
     def close(self) -> None:
@@ -72,37 +106,46 @@ class RecordFile:
         self.close()
 
     def raw(self, key: int) -> bytes:
-        """The payload of record `key` (split parts joined back)."""
+        """The payload of record `key` (split parts joined back: flag 1, then 2s, then 3)."""
         if key not in self.offsets:
             raise DataError(f"RecordIO index {self.idx} has no record {key}")
-        self._f.seek(self.offsets[key])
-        parts = []
+        offset = pos = self.offsets[key]
+        parts: list[bytes] = []
+        where = f"RecordIO file {self.rec}: record {key} at offset {offset}"
         while True:
-            head = self._f.read(8)
-            if len(head) < 8:
-                raise DataError(f"RecordIO file {self.rec} is truncated at record {key} "
-                                f"(offset {self.offsets[key]} of {self.size} bytes)")
-            magic, word = struct.unpack("<II", head)
+            if pos + 8 > self.size:
+                raise DataError(f"{where} is truncated: its part at byte {pos} runs past the end of "
+                                f"the file ({self.size} bytes)")
+            self._f.seek(pos)
+            magic, word = struct.unpack("<II", self._f.read(8))
             if magic != MAGIC:
-                raise DataError(f"RecordIO file {self.rec}: record {key} at offset {self.offsets[key]} "
-                                f"does not start with the magic 0x{MAGIC:08x}; {self.idx} does not fit it")
+                part = "" if pos == offset else f" (its part at byte {pos})"
+                raise DataError(f"{where}{part} does not start with the magic 0x{MAGIC:08x}; "
+                                f"{self.idx.name} does not fit {self.rec.name}")
             cflag, length = word >> 29, word & ((1 << 29) - 1)
-            data = self._f.read(length)
-            if len(data) < length:
-                raise DataError(f"RecordIO file {self.rec} is truncated inside record {key}")
-            self._f.read((4 - length % 4) % 4)
-            parts.append(data)
+            if cflag not in ((0, 1) if not parts else (2, 3)):
+                expected = "0 (whole) or 1 (first part)" if not parts else "2 (middle) or 3 (last part)"
+                raise DataError(f"{where}: part {len(parts) + 1} at byte {pos} has continuation flag "
+                                f"{cflag}; expected {expected}")
+            if pos + 8 + length > self.size:
+                raise DataError(f"{where} is truncated: a {length}-byte part at byte {pos} runs past "
+                                f"the end of the file ({self.size} bytes)")
+            parts.append(self._f.read(length))
+            pos += 8 + length + (4 - length % 4) % 4
             if cflag in (0, 3):
                 return struct.pack("<I", MAGIC).join(parts)
 
     def read(self, key: int) -> tuple[tuple[int, tuple[float, ...], int, int], bytes]:
         """((flag, labels, id, id2), image bytes) of record `key`."""
         data = self.raw(key)
+        where = f"RecordIO file {self.rec}: record {key}"
         if len(data) < _HEADER.size:
-            raise DataError(f"RecordIO file {self.rec}: record {key} is {len(data)} bytes, shorter "
-                            "than its IRHeader")
+            raise DataError(f"{where} is {len(data)} bytes, shorter than its IRHeader")
         flag, label, id1, id2 = _HEADER.unpack_from(data)
         start = _HEADER.size
+        if flag > (len(data) - start) // 4:
+            raise DataError(f"{where}: its IRHeader announces {flag} labels ({4 * flag} bytes), but "
+                            f"only {len(data) - start} bytes follow the header")
         if flag > 0:
             labels = struct.unpack_from(f"<{flag}f", data, start)
             start += 4 * flag
@@ -111,21 +154,42 @@ class RecordFile:
         return (flag, labels, id1, id2), data[start:]
 
 
+def _whole(value: float, where: str, what: str) -> int:
+    """A float32 label that must hold a whole number 0..2**24 (float32 counts exactly that far)."""
+    if not (math.isfinite(value) and value == int(value) and 0 <= value <= 2 ** 24):
+        raise DataError(f"{where}: {what} is {value!r}; expected a whole number from 0 to {2 ** 24}")
+    return int(value)
+
+
 def image_keys(f: RecordFile) -> list[int]:
-    """insightface: keys 1..a-1 when record 0 is the header (a, b); else every key."""
+    """insightface: keys 1..a-1 when record 0 is the header (a, b); else every key. The range is
+    bounded by the index: a header claiming more records than `.idx` lists is an error."""
     if 0 in f.offsets:
         (flag, labels, _, _), _ = f.read(0)
-        if flag > 0 and len(labels) >= 2 and int(labels[0]) > 0:
-            return [k for k in range(1, int(labels[0])) if k in f.offsets]
+        if flag > 0 and len(labels) >= 2:
+            where = f"RecordIO file {f.rec}: record 0 (the header)"
+            end = _whole(labels[0], where, "the end of the image keys")
+            if end - 1 > len(f.offsets):
+                raise DataError(f"{where} says image records are keys 1..{end - 1}, but {f.idx} lists "
+                                f"only {len(f.offsets)} records")
+            if end > 0:
+                return sorted(k for k in f.offsets if 1 <= k < end)
     return sorted(f.offsets)
 
 
 def read_images(rec: str | os.PathLike, idx: str | os.PathLike):
-    """Yield (key, identity label, image bytes) for every image record, in key order."""
+    """Yield (key, identity label, image bytes) for every image record, in key order. The records
+    read never add up to more than the file holds (an index that points several keys into the same
+    bytes is an error), so what a caller writes out is bounded by the file's size."""
     with RecordFile(rec, idx) as f:
+        total = 0
         for key in image_keys(f):
             (_, labels, _, _), img = f.read(key)
-            yield key, int(labels[0]), img
+            total += len(img)
+            if total > f.size:
+                raise DataError(f"RecordIO index {f.idx}: record {key} and those before it add up to "
+                                f"more bytes than {f.rec} holds; records overlap")
+            yield key, _whole(labels[0], f"RecordIO file {f.rec}: record {key}", "its identity label"), img
 
 
 def unpack_to_folders(root: str | os.PathLike, cache_dir: str | os.PathLike = Path(".rgsyn") / "cache") -> Path:
@@ -148,6 +212,7 @@ def unpack_to_folders(root: str | os.PathLike, cache_dir: str | os.PathLike = Pa
     try:
         n = 0
         for key, label, img in read_images(rec, idx):
+            decode_bytes(img, f"RecordIO file {rec}: record {key}", mode="size")   # header only
             ext = ".png" if img[:4] == b"\x89PNG" else ".jpg"
             folder = tmp / f"{label:06d}"
             folder.mkdir(exist_ok=True)

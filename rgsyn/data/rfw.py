@@ -9,6 +9,7 @@ from pathlib import Path
 from rgsyn.data.faces import parse_pairs_file
 from rgsyn.data.market import check_root
 from rgsyn.data.records import PairSet
+from rgsyn.data.text import check_name, read_utf8
 from rgsyn.errors import DataError
 from rgsyn.paths import RFW_GROUPS
 
@@ -45,7 +46,7 @@ def read_rfw_landmarks(root: str | os.PathLike, group: str) -> dict[str, "np.nda
         return {}
     data = root / "test" / "data" / group
     out = {}
-    for n, line in enumerate(txt.read_text().splitlines(), 1):
+    for n, line in enumerate(read_utf8(txt, "RFW landmark file").splitlines(), 1):
         tok = line.split()
         if not tok:
             continue
@@ -57,7 +58,8 @@ def read_rfw_landmarks(root: str | os.PathLike, group: str) -> dict[str, "np.nda
             raise DataError(f"RFW landmark file {txt} line {n}: expected an image path and 10 "
                             f"numbers (x1 y1 .. x5 y5), got {len(tok)} fields: {line.strip()[:80]!r}") from None
         rel = Path(tok[0].replace("\\", "/"))
-        path = data.joinpath(*rel.parts[-2:])
+        path = data.joinpath(*(check_name(part, f"RFW landmark file {txt} line {n}")
+                                for part in rel.parts[-2:]))
         if path.is_file():
             out[str(path)] = pts
     return out

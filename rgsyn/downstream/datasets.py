@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from rgsyn import distributed
 from rgsyn import io as rio
+from rgsyn.checkpoint import load_file
 from rgsyn.data.images import load_image
 from rgsyn.errors import DataError
 
@@ -56,7 +57,7 @@ def load_images(paths: Sequence[str], size: tuple[int, int], desc: str = "images
     a run read the same evaluation sets, and decoding them was ~15 s of every toy face stage."""
     cache = _cache_file(paths, size) if transform is None and len(paths) else None
     if cache is not None and cache.is_file():
-        return torch.load(cache, weights_only=True)
+        return load_file(cache, torch.Tensor, f"delete {cache} to decode the images afresh")
     if transform is not None:
         transform.prepare(paths)
     out = _decode(paths, size, transform)
