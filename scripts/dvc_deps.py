@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib.util
+import re
 import shlex
 import sys
 from functools import lru_cache
@@ -102,14 +104,10 @@ def _top_functions(tree: ast.Module) -> dict[str, ast.FunctionDef]:
 
 
 def _targets(nodes) -> set[str]:
-    """Modules named by "rgsyn.x.y:function" strings (imported by name with importlib)."""
-    out = set()
-    for node in _walk(nodes):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and ":" in node.value:
-            mod = node.value.partition(":")[0]
-            if mod.startswith(PACKAGE + ".") and mod.replace(".", "").replace("_", "").isalnum():
-                out.add(mod)
-    return out
+    """Modules named by "rgsyn.x.y:function" strings (the cli imports them by name with importlib)."""
+    target = re.compile(rf"({PACKAGE}(?:\.\w+)+):\w+")
+    return {m.group(1) for node in _walk(nodes) if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            for m in [target.fullmatch(node.value)] if m}
 
 
 def dispatcher_imports(start: list[str], root: Path = REPO, dispatcher: str = DISPATCHER) -> set[str]:
@@ -174,12 +172,13 @@ def command_modules(cmd: str, root: Path = REPO) -> set[str]:
 
 
 def _cli_stages(root: Path) -> dict[str, str]:
-    """command -> "module:function" from the cli's STAGES registry (imported: it only names strings)."""
+    """command -> "module:function" from the STAGES registry of root's cli.py, loaded from that file
+    whatever rgsyn is imported already (the registry only names strings)."""
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    import importlib
-
-    cli = importlib.import_module(DISPATCHER)
+    spec = importlib.util.spec_from_file_location(f"_dvc_deps_cli_{abs(hash(root))}", module_file(DISPATCHER, root))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
     return {name: entry[0] for name, entry in cli.STAGES.items()}
 
 
@@ -194,7 +193,7 @@ WIDTH = 110
 def load(text: str):
     from ruamel.yaml import YAML
 
-    return YAML().load(text)      # round trip: keeps each key's line, for write()
+    return YAML().load(text)      # round trip: keeps each key's line, for rewrite()
 
 
 def stage_bodies(doc) -> dict:
