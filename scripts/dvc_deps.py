@@ -225,7 +225,7 @@ def _scalar(dep: str) -> str:
     return dep if plain else '"' + dep.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def flow_list(items: list[str], col: int) -> list[str]:
+def flow_list(items: list[str], col: int) -> str:
     """`[a, b, ...]` for a value that starts at column `col`: wrapped at WIDTH, continuation lines
     aligned under the first item, the code deps first and the other deps from a new line."""
     groups = [[_scalar(i) for i in items if is_code(i)], [_scalar(i) for i in items if not is_code(i)]]
@@ -236,8 +236,7 @@ def flow_list(items: list[str], col: int) -> list[str]:
             if rows[-1] and col + 1 + len(", ".join(rows[-1] + [word])) + 2 > WIDTH:
                 rows.append([])
             rows[-1].append(word)
-    text = [", ".join(r) for r in rows]
-    return ["[" + ",\n".join(text).replace("\n", "\n" + " " * (col + 1)) + "]"] if text else ["[]"]
+    return "[" + (",\n" + " " * (col + 1)).join(", ".join(r) for r in rows) + "]"
 
 
 def _value_end(text_lines: list[str], key_line: int, key_col: int) -> int:
@@ -273,7 +272,7 @@ def rewrite(text: str, root: Path = REPO) -> tuple[str, list[str]]:
             raise SystemExit(f"stage {name}: has no deps to write the code into; add `deps: []`")
         line, col = body.lc.key("deps")
         head = " " * col + "deps: "
-        block = (head + flow_list(new, len(head))[0]).split("\n")
+        block = (head + flow_list(new, len(head))).split("\n")
         edits.append((line, _value_end(lines, line, col), block))
         changed.append(name)
     for start, end, block in sorted(edits, reverse=True):
