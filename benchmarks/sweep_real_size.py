@@ -7,7 +7,7 @@ For every (benchmark, size) it makes a scratch project folder `.rgsyn/sweep/<ben
 and runs the real stage code there, in this order, with the toy params (`--params`, default
 params.yaml) plus the size (`data.market.train_imgs_per_id`, `data.cuhk03.train_imgs_per_id` or
 `data.faces.imgs_per_id`) and `threads: 1`:
-1. the `data` stage (`rgsyn.data.stage.build_into`): the toy world at that size; the test split and
+1. the `data` stage (`rgsyn.stages.data.build_into`): the toy world at that size; the test split and
    the verification sets do not depend on it;
 2. the oracle images, rendered and written exactly as `rgsyn generate --generator oracle` does
    (`rgsyn.generator.oracle.oracle_plan/render`), without the generation metrics: they need the
@@ -69,7 +69,7 @@ def run_one(params, benchmark: str, variant: str, seed: int) -> dict:
 
 
 def prepare(params, benchmark: str) -> None:
-    from rgsyn.data.stage import build_into
+    from rgsyn.stages.data import build_into
     from rgsyn.generator.oracle import oracle_plan, render
     from rgsyn.generator.synthetic_set import MANIFEST_FIELDS, write_manifest
 

@@ -41,7 +41,7 @@ def cmd_data(args):
         summary = _stage("rgsyn.data.check:check_dataset")(args.benchmark, args.root, profile=args.profile)
         print(json.dumps(summary, indent=2, sort_keys=True))
         return 0
-    _run_stage("rgsyn.data.stage:run", _params(args))
+    _run_stage("rgsyn.stages.data:run", _params(args))
     return 0
 
 
@@ -75,6 +75,8 @@ def cmd_estimate(args):
     return 0
 
 
+# `rgsyn <command>` runs `run` of the module named here, "module:function", imported only when the
+# command runs: the stage of `rgsyn X` lives in rgsyn/stages/X.py (`data` too: see cmd_data).
 STAGES: dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = {}
 
 
@@ -117,10 +119,10 @@ def _train_args(p):
 
 _stage_cmd("train", "rgsyn.downstream.stage:run",
            "train and evaluate one downstream model (benchmark x variant x seed)", _train_args)
-_stage_cmd("collect", "rgsyn.collect:run",
+_stage_cmd("collect", "rgsyn.stages.collect:run",
            "merge the per-run metrics of one benchmark into benchmarks/<name>/metrics.json",
            lambda p: p.add_argument("--benchmark", required=True, choices=BENCHMARKS))
-_stage_cmd("report", "rgsyn.report:run", "render the tables, figures and reports/report.html")
+_stage_cmd("report", "rgsyn.stages.report:run", "render the tables, figures and reports/report.html")
 
 
 def build_parser() -> argparse.ArgumentParser:

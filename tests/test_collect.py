@@ -1,4 +1,5 @@
-from rgsyn import collect, config, io, paths
+from rgsyn import config, io, paths
+from rgsyn.stages import collect
 
 
 def test_collect_keys_by_variant_and_seed_and_splits_rfw(tmp_path, monkeypatch):

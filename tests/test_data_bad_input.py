@@ -204,7 +204,7 @@ def test_rfw_missing_pairs_file(tmp_path):
 
 def test_paper_check_names_the_params_key(tmp_path):
     from rgsyn.config import Params
-    from rgsyn.data.stage import check_paths
+    from rgsyn.stages.data import check_paths
 
     params = Params(profile="paper")
     params.data.world = False

@@ -9,7 +9,8 @@ import mlflow
 import numpy as np
 from PIL import Image
 
-from rgsyn import config, io, paths, report, tracking
+from rgsyn import config, io, paths, tracking
+from rgsyn.stages import report
 from rgsyn.config import params_hash
 
 from test_report_tables import write_fake_benchmarks

@@ -181,7 +181,7 @@ def test_data_stage_check_refuses_mixed_face_sizes_under_align_none(world, tmp_p
 
     from PIL import Image
 
-    from rgsyn.data.stage import check_paths
+    from rgsyn.stages.data import check_paths
     from rgsyn.errors import DataError
 
     root, _ = world
@@ -223,7 +223,7 @@ def test_prior_people_classes_are_fresh_people(world):
 def test_data_stage_builds_and_logs(mlflow_tmp):
     import mlflow
 
-    from rgsyn.data import stage
+    from rgsyn.stages import data as stage
 
     params = Params(data=tiny())
     summary = stage.run(params)
@@ -235,7 +235,7 @@ def test_data_stage_builds_and_logs(mlflow_tmp):
 
 
 def test_killed_build_leaves_the_old_world(tmp_path, monkeypatch):
-    from rgsyn.data import stage
+    from rgsyn.stages import data as stage
 
     params = Params(data=tiny())
     out = tmp_path / "data" / "world"
@@ -260,7 +260,7 @@ def test_paper_mode_checks_every_path(world, capsys):
 
     from rgsyn import cli
     from rgsyn.config import DatasetPaths
-    from rgsyn.data import stage
+    from rgsyn.stages import data as stage
 
     root, _ = world
     params = Params(profile="paper", data=tiny())
@@ -336,7 +336,7 @@ def test_paper_profile_data_stage_fills_every_declared_output(world, mlflow_tmp)
     them) and still writes each output folder that dvc.yaml declares."""
     import yaml
 
-    from rgsyn.data import stage
+    from rgsyn.stages import data as stage
 
     world, _ = world
     dvc_outs = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())

@@ -1,4 +1,4 @@
-"""The `collect` stage: merge one benchmark's per-run metrics into `benchmarks/<name>/metrics.json`.
+"""`rgsyn collect`: the `collect` stage; merge one benchmark's per-run metrics into `benchmarks/<name>/metrics.json`.
 
 Output schema (a DVC metrics file, `cache: false`)::
 

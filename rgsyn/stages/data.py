@@ -1,4 +1,4 @@
-"""The `data` stage (`rgsyn data`).
+"""`rgsyn data`: the `data` stage.
 
 toy/smoke (`data.world: true`): build the toy identity world into `data.out`. It is rendered into
 a temp folder next to it and renamed onto `data.out` only when complete, so a killed run never
