@@ -53,7 +53,7 @@ from rgsyn.errors import CheckpointError, ConfigError, DataError
 from rgsyn.generator import dit
 from rgsyn.generator.datasets import benchmark_real_paths
 from rgsyn.generator.sampler import PolicySampler
-from rgsyn.generator.training import make_accelerator
+from rgsyn.distributed import make_accelerator
 from rgsyn.precision import Precision
 
 MANIFEST_FIELDS = ("path", "identity", "row", "seed", "checkpoint_sha256")

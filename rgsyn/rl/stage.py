@@ -159,7 +159,7 @@ def run(params: Params, domain: str, rewards: str) -> dict:
     weights = rl.reward_variants[rewards]
     from rgsyn.generator.dit import load_generator, save_generator
     from rgsyn.generator.sampler import PolicySampler, gaussian_log_prob
-    from rgsyn.generator.training import make_accelerator
+    from rgsyn.distributed import make_accelerator
     from rgsyn.precision import Precision
 
     accelerator = make_accelerator(params.device)
