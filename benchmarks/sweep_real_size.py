@@ -12,7 +12,7 @@ params.yaml) plus the size (`data.market.train_imgs_per_id`, `data.cuhk03.train_
 2. the oracle images, rendered and written exactly as `rgsyn generate --generator oracle` does
    (`rgsyn.generator.oracle.oracle_plan/render`), without the generation metrics: they need the
    identity encoder and do not enter the gain;
-3. the `train` stage (`rgsyn.downstream.stage.train_and_evaluate`) for `real` and `syn_oracle`, and
+3. the `train` stage (`rgsyn.stages.train.train_and_evaluate`) for `real` and `syn_oracle`, and
    with `--rules` for `syn_oracle` again under each other candidate rule (`reid/face.syn_draw`).
 Runs are sequential and single-threaded. A finished run is not re-run (its results file is read).
 
@@ -56,7 +56,7 @@ def sized_params(base: dict, benchmark: str, size: int, rule: str) -> config.Par
 
 
 def run_one(params, benchmark: str, variant: str, seed: int) -> dict:
-    from rgsyn.downstream.stage import train_and_evaluate
+    from rgsyn.stages.train import train_and_evaluate
 
     f = paths.run_metrics(benchmark, variant, seed)
     if f.is_file():

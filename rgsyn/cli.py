@@ -89,7 +89,7 @@ _stage_cmd("prior", "rgsyn.stages.prior:run",
 _stage_cmd("coldstart", "rgsyn.stages.coldstart:run",
            "cold-start adapt the prior to the training identities of one domain",
            lambda p: p.add_argument("--domain", required=True, choices=DOMAINS))
-_stage_cmd("encoder", "rgsyn.downstream.encoder:run",
+_stage_cmd("encoder", "rgsyn.stages.encoder:run",
            "train the identity encoders (reward and held-out gold) of one domain on real data",
            lambda p: p.add_argument("--domain", required=True, choices=DOMAINS))
 
@@ -117,7 +117,7 @@ def _train_args(p):
     p.add_argument("--seed", required=True, type=int)
 
 
-_stage_cmd("train", "rgsyn.downstream.stage:run",
+_stage_cmd("train", "rgsyn.stages.train:run",
            "train and evaluate one downstream model (benchmark x variant x seed)", _train_args)
 _stage_cmd("collect", "rgsyn.stages.collect:run",
            "merge the per-run metrics of one benchmark into benchmarks/<name>/metrics.json",

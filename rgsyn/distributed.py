@@ -1,5 +1,5 @@
-"""Data parallelism under `accelerate launch`: which process this is, and the few collectives the
-stages share.
+"""Devices and data parallelism under `accelerate launch`: the accelerator every stage places its
+models with (`make_accelerator`), which process this is, and the few collectives the stages share.
 
 Every stage runs unchanged in one process (world size 1: every helper here is then the identity or
 a no-op and needs no process group). Under a launcher (`accelerate launch --multi_gpu
@@ -45,6 +45,18 @@ def is_main() -> bool:
 
 def distributed() -> bool:
     return world_size() > 1
+
+
+def make_accelerator(device: str):
+    """The `accelerate.Accelerator` every stage places its models with: on the CPU when `device` is
+    "cpu" or no CUDA device exists, else on this process's GPU (one per rank under a launcher).
+
+    Placement and the process group only: the precision is applied by rgsyn.precision (accelerate's
+    `mixed_precision` is fixed per process, so it stays "no" whatever a launcher sets)."""
+    import torch
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(), mixed_precision="no")
 
 
 def _state():

@@ -197,11 +197,9 @@ def dataset_sizes(params: Params) -> dict[str, dict[str, int]]:
 
     p = params.data.paths
     out: dict[str, dict[str, int]] = {}
-    readers = {"market1501": lambda: _count_market(p.market1501), "cuhk03": lambda: _count_cuhk03(p),
-               "casia_face": lambda: _count_casia(p.casia_face)}
-    for bench, read in readers.items():
+    for bench in ("market1501", "cuhk03", "casia_face"):
         try:
-            out[bench] = read()
+            out[bench] = _count_training(params, bench)
             out[bench]["source"] = "counted"
             continue
         except Exception:   # noqa: BLE001 - absent or unreadable: fall back to the declared sizes
@@ -221,25 +219,11 @@ def dataset_sizes(params: Params) -> dict[str, dict[str, int]]:
     return out
 
 
-def _count_market(root):
-    from rgsyn.data.market import read_market1501
+def _count_training(params, benchmark: str) -> dict[str, int]:
+    from rgsyn.data.splits import training_split
 
-    recs = read_market1501(root, splits=("train",)).train
-    return {"ids": len({r.pid for r in recs}), "images": len(recs)}
-
-
-def _count_cuhk03(p):
-    from rgsyn.data.cuhk03 import read_cuhk03
-
-    recs = read_cuhk03(p.cuhk03, mode=p.cuhk03_mode, splits=("train",)).train
-    return {"ids": len({r.pid for r in recs}), "images": len(recs)}
-
-
-def _count_casia(root):
-    from rgsyn.data.faces import read_id_folders
-
-    recs = read_id_folders(root)
-    return {"ids": len({r.identity for r in recs}), "images": len(recs)}
+    split = training_split(params, benchmark)
+    return {"ids": len(set(split.identities)), "images": len(split)}
 
 
 # ------------------------------------------------------------------------------ stage costs

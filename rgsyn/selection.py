@@ -6,6 +6,8 @@ which of them to train on:
     selector = build_selector(variant.selection, params.selection, seed)
     keep = selector.select(net, (x_real, y_real), (x_syn, y_syn), step)   # LongTensor of indices
 
+`selector.state_dict()` / `load_state_dict()` carry its random state through a training checkpoint.
+
 Kinds:
 - ``none``: keep every candidate.
 - ``random``: keep ``round(fraction * n)`` candidates uniformly at random (seeded); the ablation.
@@ -87,6 +89,14 @@ class Selector:
         n = candidates[0].shape[0]
         return torch.arange(n, device=candidates[0].device)
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """What a resumed run needs to continue the same selections (the training checkpoint holds it)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__}.load_state_dict: unexpected keys {sorted(state)}")
+
 
 class NoSelection(Selector):
     kind = "none"
@@ -109,6 +119,14 @@ class RandomSelection(Selector):
         k = n_keep(self.params.fraction, n)
         idx = torch.randperm(n, generator=self._gen)[:k].sort().values
         return idx.to(candidates[0].device)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"rng": self._gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if set(state) != {"rng"}:
+            raise ValueError(f"RandomSelection.load_state_dict: expected the key 'rng', got {sorted(state)}")
+        self._gen.set_state(state["rng"])
 
 
 # ---------------------------------------------------------------------- lookahead internals

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from rgsyn import paths
-from rgsyn.downstream.encoder import load_identity_encoder, run
+from rgsyn.downstream.encoder import load_identity_encoder
 from rgsyn.errors import CheckpointError
+from rgsyn.stages.encoder import run
 from test_downstream_training import build_tiny_world, tiny_params
 
 

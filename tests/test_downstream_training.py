@@ -113,7 +113,7 @@ def _strip(m):
 
 
 def test_reid_same_seed_same_metrics_and_resume_after_kill(world, workdir):
-    from rgsyn.downstream.stage import train_and_evaluate
+    from rgsyn.stages.train import train_and_evaluate
 
     p = tiny_params(world)
     full = train_and_evaluate(p, "market1501", "real", 0, progress=False)
@@ -146,7 +146,7 @@ def test_reid_stage_completes_on_seeds_whose_epochs_differed(world, workdir, see
     """Seed 0 (tiny CUHK03 world) and seed 7 (toy Market world) drew 4 then 3 (6 then 5) batches
     with the old sampler, so the run never counted as completed and `rgsyn train` crashed."""
     from rgsyn.downstream.datasets import PKSampler
-    from rgsyn.downstream.stage import run
+    from rgsyn.stages.train import run
 
     p = tiny_params(world)
     metrics = run(p, "cuhk03", "real", seed)
@@ -169,7 +169,7 @@ def _write_synthetic_persons(world: Path, benchmark: str, generator: str, pid_sh
 
 @pytest.mark.parametrize("variant", ["syn_cold", "ours"])
 def test_reid_with_synthetic_and_selection(world, workdir, variant):
-    from rgsyn.downstream.stage import train_and_evaluate
+    from rgsyn.stages.train import train_and_evaluate
 
     p = tiny_params(world)
     _write_synthetic_persons(world, "market1501", p.variant(variant).synthetic)
@@ -185,7 +185,7 @@ def test_reid_with_synthetic_and_selection(world, workdir, variant):
 
 
 def test_synthetic_pid_outside_training_ids_is_an_error(world, workdir):
-    from rgsyn.downstream.stage import train_and_evaluate
+    from rgsyn.stages.train import train_and_evaluate
 
     _write_synthetic_persons(world, "market1501", "cold", pid_shift=5000)
     with pytest.raises(DataError, match="not a training identity"):
@@ -193,7 +193,7 @@ def test_synthetic_pid_outside_training_ids_is_an_error(world, workdir):
 
 
 def test_missing_synthetic_set_is_an_error(world, workdir):
-    from rgsyn.downstream.stage import train_and_evaluate
+    from rgsyn.stages.train import train_and_evaluate
 
     with pytest.raises(DataError, match="rgsyn generate"):
         train_and_evaluate(tiny_params(world), "cuhk03", "syn_cold", 0, progress=False)
@@ -201,7 +201,7 @@ def test_missing_synthetic_set_is_an_error(world, workdir):
 
 # ------------------------------------------------------------------------------ faces
 def test_face_run_evaluates_five_sets_and_rfw(world, workdir):
-    from rgsyn.downstream.stage import train_and_evaluate
+    from rgsyn.stages.train import train_and_evaluate
     from rgsyn.paths import RFW_GROUPS, VERIFICATION_SETS
 
     p = tiny_params(world)
@@ -220,7 +220,7 @@ def test_face_run_evaluates_five_sets_and_rfw(world, workdir):
 def test_face_run_with_mtcnn_alignment_reports_its_counts(world, workdir):
     """`face.align: mtcnn` through the stage: every training and evaluation image passes the
     aligner once (raw folders) and the counts reach the run metrics."""
-    from rgsyn.downstream.stage import train_and_evaluate
+    from rgsyn.stages.train import train_and_evaluate
 
     p = tiny_params(world)
     p.face = dataclasses.replace(p.face, align="mtcnn", epochs=1)

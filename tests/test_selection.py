@@ -131,6 +131,27 @@ def test_random_and_none():
         build_selector("greedy", p, 0)
 
 
+def test_state_dict_resumes_the_same_selections():
+    p = SelectionParams(fraction=0.25, candidate_multiplier=4)
+    net, x, y = TinyNet(), torch.randn(20, 6), torch.zeros(20, dtype=torch.long)
+    run = build_selector("random", p, 3)
+    run.select(net, (x, y), (x, y), 0)
+    state = run.state_dict()
+    later = [run.select(net, (x, y), (x, y), s).tolist() for s in (1, 2)]
+    resumed = build_selector("random", p, 3)   # a fresh process: first draws differ from `later`
+    resumed.load_state_dict(state)
+    assert [resumed.select(net, (x, y), (x, y), s).tolist() for s in (1, 2)] == later
+    fresh = build_selector("random", p, 3)
+    assert fresh.select(net, (x, y), (x, y), 1).tolist() != later[0]
+    none = build_selector("none", p, 0)
+    assert none.state_dict() == {}
+    none.load_state_dict({})
+    with pytest.raises(ValueError, match="unexpected keys"):
+        none.load_state_dict(state)
+    with pytest.raises(ValueError, match="expected the key 'rng'"):
+        resumed.load_state_dict({})
+
+
 def test_virtual_batch_uses_a_strided_subset_of_the_real_batch():
     net = TinyNet().eval()
     protos, x_r, y_r = _data()

@@ -1,2 +1,4 @@
-"""Downstream recognition models: person re-ID (reid.py), face verification (face.py), the identity
-encoders used by the reward (encoder.py) and the `train` stage (stage.py)."""
+"""Downstream recognition models (library): the training engine (engine.py, loop.py) with its tasks,
+person re-ID (reid.py) and face verification (face.py), the in-memory image sets and batch sources
+(datasets.py), and the identity encoder format (encoder.py). The `train` and `encoder` commands that
+use them live in rgsyn/stages/."""

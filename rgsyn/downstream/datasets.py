@@ -4,7 +4,7 @@ Images are decoded once (through the data readers' `load_image`), resized to the
 and kept as one uint8 tensor (N, 3, H, W); augmentation then runs on whole batches. At toy sizes
 this removes the per-step decoding cost that would otherwise dominate a CPU run.
 
-Label spaces:
+Label spaces (rgsyn.data.splits.label_map):
 - ReID: the real training pids, sorted, become labels 0..C-1. A synthetic person set (Market layout,
   file names carry the REAL pid it was generated for) is mapped onto the same labels; a synthetic
   pid that is not a real training pid is a `DataError`.
@@ -27,6 +27,7 @@ from rgsyn import distributed
 from rgsyn import io as rio
 from rgsyn.checkpoint import load_file
 from rgsyn.data.images import load_image
+from rgsyn.data.splits import label_map
 from rgsyn.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -121,7 +122,7 @@ class LabelledImages:
 
 
 def reid_label_map(train_records) -> dict[int, int]:
-    return {pid: i for i, pid in enumerate(sorted({r.pid for r in train_records}))}
+    return label_map(r.pid for r in train_records)
 
 
 def reid_set(records, size, label_map: dict[int, int] | None = None, desc: str = "images",
@@ -142,7 +143,7 @@ def reid_set(records, size, label_map: dict[int, int] | None = None, desc: str =
 
 
 def face_label_map(records) -> dict[str, int]:
-    return {name: i for i, name in enumerate(sorted({r.identity for r in records}))}
+    return label_map(r.identity for r in records)
 
 
 def face_set(records, size: int, label_map: dict[str, int], what: str = "", transform=None) -> LabelledImages:
@@ -235,3 +236,21 @@ def random_batches(n: int, batch_size: int, seed: int, epoch: int, drop_last: bo
     size = batch_size * world
     stop = n - n % size if drop_last and n >= size else n
     return [perm[i:i + size][rank * batch_size:(rank + 1) * batch_size] for i in range(0, stop, size)]
+
+
+class RandomBatches:
+    """The batch source of classification training: `random_batches` of every epoch, with the
+    same number of batches in each (`len`). Fewer images than processes is a `DataError`."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.batch_size = min(batch_size, n // world)
+        if self.batch_size < 1:
+            raise DataError(f"face training: {n} images cannot be split over {world} processes")
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.n_batches = len(self.epoch(0))
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def epoch(self, epoch: int) -> list[torch.Tensor]:
+        return random_batches(self.n, self.batch_size, self.seed, epoch, rank=self.rank, world=self.world)

@@ -1,16 +1,11 @@
-"""Identity encoders: real-data-only identity models used by the RL reward and the metrics.
+"""Identity encoders: a trained downstream model as a feature extractor, saved and loaded.
 
-`rgsyn encoder --domain persons|faces` trains two models per domain with the downstream training
-code (`train_reid` / `train_face`) on real training data only:
-- `reward` (seed `encoder.seed`): the features the multi-objective reward is computed on;
-- `gold` (seed `encoder.gold_seed`): a held-out model of the same kind, never optimised against,
-  used to watch for reward hacking.
-persons = Market-1501 + CUHK03 training identities together (CUHK03 labels offset after Market's);
-faces = the CASIA-style set.
-
-Each is saved to `paths.encoder_path(domain, which)` as a plain `torch.save` dict
-{"kind", "config", "num_classes", "input_size", "mean", "std", "state_dict"} that loads with
-`torch.load(weights_only=True)`.
+`IdentityEncoder.encode(images)` gives L2-normalised identity features of any-size images in [0, 1].
+The `encoder` stage (rgsyn.stages.encoder) saves the real-data-only reward and gold encoders, and
+the `train` stage (rgsyn.stages.train) every downstream model, with `save_identity_encoder`: a plain
+`torch.save` dict {"kind", "config", "num_classes", "input_size", "mean", "std", "state_dict"} that
+`load_identity_encoder` reads with `torch.load(weights_only=True)` (no code runs) and rebuilds with
+the model builders of rgsyn.downstream.reid / rgsyn.downstream.face.
 """
 from __future__ import annotations
 
@@ -109,74 +104,3 @@ def load_identity_encoder(path: str | Path, device: str | torch.device = "cpu") 
     except RuntimeError as e:
         raise CheckpointError(f"{p}: weights do not fit the saved config: {str(e).splitlines()[0]}") from None
     return IdentityEncoder(net, blob["kind"], blob["input_size"], blob["mean"], blob["std"], n_threads).to(device)
-
-
-# --------------------------------------------------------------------------------- stage
-def persons_training_set(params):
-    """Market + CUHK03 training records with one label space (CUHK03 after Market)."""
-    from rgsyn.data.cuhk03 import read_cuhk03
-    from rgsyn.data.market import read_market1501
-    from rgsyn.downstream.datasets import LabelledImages, reid_label_map, reid_set
-
-    paths, p = params.data.paths, params.reid
-    sets, offset = [], 0
-    for recs in (read_market1501(paths.market1501, splits=("train",)).train,
-                 read_cuhk03(paths.cuhk03, mode=paths.cuhk03_mode, splits=("train",)).train):
-        lm = reid_label_map(recs)
-        s = reid_set(recs, (p.height, p.width), lm)
-        s.labels += offset
-        offset += len(lm)
-        sets.append(s)
-    return LabelledImages(images=torch.cat([s.images for s in sets]), labels=torch.cat([s.labels for s in sets]),
-                          camids=torch.cat([s.camids for s in sets]), pids=torch.cat([s.pids for s in sets])), offset
-
-
-def faces_training_set(params):
-    from rgsyn.data.faces import read_id_folders
-    from rgsyn.downstream.datasets import face_label_map, face_set
-
-    recs = read_id_folders(params.data.paths.casia_face)
-    lm = face_label_map(recs)
-    return face_set(recs, params.face.size, lm), len(lm)
-
-
-def _with_epochs(section, epochs: int):
-    return dataclasses.replace(section, epochs=epochs) if epochs else section
-
-
-def run(params, domain: str) -> dict:
-    """Train and save the reward and gold identity encoders of `domain` (persons | faces)."""
-    from rgsyn import distributed, paths, threads, tracking
-    from rgsyn.checkpoint import Checkpointer
-    from rgsyn.downstream.face import train_face
-    from rgsyn.downstream.reid import train_reid
-
-    if domain not in paths.DOMAINS:
-        raise CheckpointError(f"encoder: unknown domain {domain!r}; choose one of {list(paths.DOMAINS)}")
-    kind = "reid" if domain == "persons" else "face"
-    section = _with_epochs(params.reid if kind == "reid" else params.face, params.encoder.epochs)
-    section = dataclasses.replace(section, syn_per_batch=0)
-    config = dataclasses.asdict(section)
-    data, num_classes = persons_training_set(params) if kind == "reid" else faces_training_set(params)
-    out = {}
-    with tracking.stage_run(params, "encoder", run_name=f"encoder-{domain}") as run:
-        tracking.log_params_section(run, params, "encoder", "reid" if kind == "reid" else "face")
-        for which, seed in (("reward", params.encoder.seed), ("gold", params.encoder.gold_seed)):
-            ck = Checkpointer(f"encoder-{domain}-{which}", {"config": config, "seed": seed, "n": len(data),
-                                                            "classes": num_classes})
-            on_step = lambda s, r, w=which: run.log_metrics({f"{w}.loss": r["loss"]}, step=s)  # noqa: E731
-            train = train_reid if kind == "reid" else train_face
-            with threads.pinned(section.threads):
-                net, info = train(data, num_classes, section, seed, device=params.device, checkpointer=ck,
-                                  on_step=on_step, precision=params.compute.precision)
-            if distributed.is_main():   # every rank holds the same weights; one writes them
-                save_identity_encoder(paths.encoder_path(domain, which), net, kind, config, num_classes)
-            ck.clear()
-            distributed.barrier()   # the file exists before any rank moves on
-            run.log_metrics({f"{which}.train_seconds": info["train_seconds"]})
-            out[which] = {"train_seconds": info["train_seconds"], "final_loss": info["history"][-1]["loss"],
-                          "n_images": len(data), "n_classes": num_classes}
-            if distributed.is_main():
-                print(f"encoder {domain}/{which}: {len(data)} images, {num_classes} ids, "
-                      f"{info['train_seconds']:.1f} s -> {paths.encoder_path(domain, which)}")
-    return out

@@ -4,7 +4,8 @@ Model: a ResNet backbone producing an `embedding_dim` embedding (torchvision res
 a 3x3 stride-1 stem for small inputs is NOT used; the paper profile feeds 112x112 to the standard
 stem) or, for the toy profile, `SmallResNet` (three BasicBlock stages). Head: CosFace
 (Wang et al., CVPR 2018): logits = s * (cos(theta_y) - m) for the true class, s * cos(theta_j) else,
-with s=64, m=0.35 by default. Optimiser: SGD with momentum, cosine decay.
+with s=64, m=0.35 by default. Optimiser: SGD with momentum, cosine decay. `FaceTask` gives these
+to the downstream engine (rgsyn.downstream.engine) and loads the `train` stage's data.
 
 Alignment (`align: mtcnn`, `rgsyn.data.align`): the insightface 5-point similarity alignment to the
 112x112 ArcFace template, from MTCNN landmarks or the release's own (RFW `_lmk.txt`); `.bin` sets
@@ -17,23 +18,19 @@ RFW per group -> accuracy per group + `rgsyn.metrics.bias_stats`.
 """
 from __future__ import annotations
 
-import hashlib
 import math
-import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rgsyn import distributed, threads
-from rgsyn.downstream import loop
-from rgsyn.downstream.datasets import (FACE_MEAN, FACE_STD, LabelledImages, channels_last, load_images, normalise,
-                                      random_batches)
+from rgsyn.downstream import engine
+from rgsyn.downstream.datasets import (FACE_MEAN, FACE_STD, LabelledImages, RandomBatches, channels_last, face_set,
+                                      load_images, normalise)
+from rgsyn.downstream.engine import Task, TaskData
 from rgsyn.downstream.small_resnet import Block
-from rgsyn.errors import CheckpointError, DataError, TrainingDiverged
-from rgsyn.precision import Precision
+from rgsyn.errors import CheckpointError
 
 
 class CosFaceHead(nn.Module):
@@ -140,94 +137,74 @@ def augment(images: torch.Tensor, gen: torch.Generator, erasing: nn.Module | Non
     return x
 
 
-def train_face(train: LabelledImages, num_classes: int, p, seed: int, *, synthetic: LabelledImages | None = None,
-               selector=None, random_erasing: bool = False, device: str = "cpu", checkpointer=None,
-               on_step: Callable[[int, dict], None] | None = None, progress: bool = True,
-               stop_after_epoch: int | None = None, precision: str = "fp32") -> tuple[FaceNet, dict]:
-    """Train a CosFace model with params `p` (a `FaceParams`); resumable like `train_reid`."""
-    from torchvision.transforms import RandomErasing
-    from tqdm import tqdm
+class FaceTask(Task):
+    """Face recognition for the engine (rgsyn.downstream.engine): `FaceNet` with CosFace, SGD with
+    momentum, shuffled batches, cross-entropy on the margin logits, cosine over `epochs` x batches
+    per epoch (no warm-up)."""
 
-    from rgsyn.downstream.reid import device_of
+    name = "face"
 
-    torch.manual_seed(seed)
-    dev, acc = device_of(device)
-    prec = Precision(precision, dev)   # compute.precision: autocast of the forward (rgsyn/precision.py)
-    rank, world = acc.process_index, acc.num_processes
-    net = build_face_model(p, num_classes)
-    if rank > 0:   # random erasing draws differ by rank; rank 0 keeps the single-process stream
-        torch.manual_seed(distributed.rank_seed(seed, rank))
-    erasing = RandomErasing(p=p.random_erasing_p, value=0) if random_erasing else None
-    opt = torch.optim.SGD(net.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
-    bs = min(p.batch_size, len(train) // world)
-    if bs < 1:
-        raise DataError(f"face training: {len(train)} images cannot be split over {world} processes")
-    steps_per_epoch = len(random_batches(len(train), bs, seed, 0, rank=rank, world=world))
-    total = steps_per_epoch * p.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total)))))
-    net, opt = acc.prepare(net, opt)
-    use_syn = synthetic is not None and len(synthetic) > 0 and p.syn_per_batch > 0
-    n_cand = selector.n_candidates(p.syn_per_batch) if (use_syn and selector is not None) else p.syn_per_batch
+    def build_model(self, num_classes: int) -> FaceNet:
+        return build_face_model(self.p, num_classes)
 
-    draws = loop.CandidateDraws(synthetic.labels, p.syn_draw) if use_syn else None
-    # common-random-numbers fingerprints: equal across the variants of one seed (tests check it)
-    init_sha = hashlib.sha256()
-    loop.hash_update(init_sha, *net.state_dict().values())
-    real_sha = hashlib.sha256()
+    def optimizer(self, net):
+        p = self.p
+        return torch.optim.SGD(net.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
 
-    start_epoch, history, n_syn_used = loop.restore(checkpointer, net, opt, sched, selector, steps_per_epoch)
+    def batch_source(self, train: LabelledImages, seed: int, rank: int, world: int) -> RandomBatches:
+        return RandomBatches(len(train), self.p.batch_size, seed, rank, world)
 
-    t0 = time.perf_counter()
-    net.train()
-    step = start_epoch * steps_per_epoch
-    bar = tqdm(total=total, initial=step, desc="face train", disable=not progress or rank > 0, leave=False)
-    for epoch in range(start_epoch, p.epochs):
-        streams = loop.EpochStreams(seed, epoch, rank)
-        gen = streams.real_aug
-        for idx in random_batches(len(train), bs, seed, epoch, rank=rank, world=world):
-            threads.rebalance()
-            x = augment(train.images[idx], gen, erasing).to(dev)
-            y = train.labels[idx].to(dev)
-            loop.hash_update(real_sha, idx, x)
-            used = 0
-            with prec.autocast():
-                if use_syn:
-                    x, y, used = loop.mix_synthetic(acc.unwrap_model(net), x, y, synthetic, n_cand, draws, streams,
-                                                    lambda im, g: augment(im, g, erasing), selector, step, dev)
-                logits = net(x, y)
-            loss = F.cross_entropy(logits.float(), y)
-            # the step's record is the mean over the ranks, so every rank sees the same (and stops together)
-            mean = distributed.reduce_mean(torch.stack([loss.detach(), torch.tensor(float(used), device=loss.device)]))
-            if not torch.isfinite(mean[0]):
-                raise TrainingDiverged(f"face training: loss is {mean[0].item()} at step {step}")
-            opt.zero_grad(set_to_none=True)
-            prec.backward(loss, acc)
-            prec.step(opt, accelerator=acc)
-            sched.step()
-            used = round(mean[1].item() * world)
-            n_syn_used += used
-            rec = {"step": step, "epoch": epoch, "loss": mean[0].item(), "lr": sched.get_last_lr()[0],
-                   "n_synthetic": used}
-            distributed.rank_log("train", {"step": step, "real": idx.tolist()})
-            history.append(rec)
-            if on_step is not None:
-                on_step(step, rec)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{rec['loss']:.3f}")
-        stopping = stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
-        loop.save(checkpointer, epoch, net, opt, sched, selector, history, n_syn_used, force=stopping)
-        if stopping:
-            break
-    bar.close()
-    net.eval()
-    info = {"train_seconds": time.perf_counter() - t0, "history": history, "n_real": len(train),
-            "n_synthetic_used": n_syn_used, "steps": step, "completed": step >= total,
-            "init_sha256": init_sha.hexdigest(), "real_stream_sha256": real_sha.hexdigest()}
-    if distributed.rank_log_enabled():
-        distributed.rank_log("train", {"final_params": distributed.param_digest(acc.unwrap_model(net).parameters())})
-    return acc.unwrap_model(net), info
+    def schedule(self, steps_per_epoch: int) -> tuple[int, int]:
+        return steps_per_epoch * self.p.epochs, 0
+
+    def augment(self, images, gen, erasing):
+        return augment(images, gen, erasing)
+
+    def criterion(self, num_classes: int, dev):
+        return lambda logits, y: (F.cross_entropy(logits.float(), y), {})
+
+    # -- the `train` stage: data and evaluation
+    def training_set(self, split, transform=None) -> tuple[LabelledImages, dict]:
+        """(images of a `rgsyn.data.splits.TrainingSplit`, aligned by `transform` if given, its label map)."""
+        lm = split.label_map()
+        return face_set(split.records, self.p.size, lm, transform=transform), lm
+
+    def load(self, params, benchmark: str, synthetic_root: Path | None) -> TaskData:
+        """The CASIA-style training split and the synthetic identity folders at `synthetic_root`,
+        aligned when `face.align` is mtcnn; evaluation reads the verification sets and RFW."""
+        from rgsyn.data.faces import read_id_folders
+        from rgsyn.data.splits import training_split
+
+        aligner = None
+        if self.p.align == "mtcnn":
+            from rgsyn.data.align import FaceAligner
+
+            aligner = FaceAligner()
+        train, lm = self.training_set(training_split(params, benchmark), aligner)
+        syn = None
+        if synthetic_root is not None:
+            syn = face_set(read_id_folders(synthetic_root), self.p.size, lm, what=f"synthetic set {synthetic_root}",
+                           transform=aligner)
+        dp = params.data.paths
+        return TaskData(train, len(lm), syn, {"verification": dp.verification, "rfw": dp.rfw_bias,
+                                              "aligner": aligner})
+
+    def evaluate(self, net: FaceNet, data: TaskData) -> dict:
+        ev = data.evaluation
+        return evaluate_face_model(net, ev["verification"], ev["rfw"], self.p, transform=ev["aligner"])
+
+    def extra_metrics(self, data: TaskData, info: dict) -> dict:
+        aligner = data.evaluation["aligner"]
+        return aligner.counts() if aligner is not None else {}
+
+    def summary(self, metrics: dict) -> str:
+        return f"avg acc {metrics['avg']:.3f}"
+
+
+def train_face(train: LabelledImages, num_classes: int, p, seed: int, **kw) -> tuple[FaceNet, dict]:
+    """Train a CosFace model with params `p` (a `FaceParams`) by `rgsyn.downstream.engine.train`
+    (keywords as `rgsyn.downstream.reid.train_reid`). Returns (model in eval mode, info)."""
+    return engine.train(FaceTask(p), train, num_classes, seed, **kw)
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""Pieces shared by the re-ID and face training loops: checkpoint state and synthetic mixing."""
+"""Pieces of the downstream training engine (rgsyn.downstream.engine): the checkpointed training
+state, the random streams of an epoch, and the mixing of synthetic samples into a step."""
 from __future__ import annotations
 
 import time
@@ -23,8 +24,6 @@ def restore(checkpointer, net, opt, sched, selector, steps_per_epoch: int | None
     current run's step count (`steps_per_epoch` x epochs done).
 
     Returns (start_epoch, history, n_syn_used); (0, [], 0) when there is nothing to resume."""
-    from rgsyn import distributed
-
     state = checkpointer.load() if checkpointer is not None else None
     if state is None:
         return 0, [], 0
@@ -37,8 +36,8 @@ def restore(checkpointer, net, opt, sched, selector, steps_per_epoch: int | None
     if state.get("world", 1) != distributed.world_size() and steps_per_epoch is not None:
         sched.last_epoch = state["epoch"] * steps_per_epoch - 1
         sched.step()
-    if "selector_rng" in state and hasattr(selector, "_gen"):
-        selector._gen.set_state(state["selector_rng"])
+    if selector is not None:
+        selector.load_state_dict(state.get("selector", {}))
     return state["epoch"], state["history"], state["n_syn_used"]
 
 
@@ -67,8 +66,8 @@ def save(checkpointer, epoch: int, net, opt, sched, selector, history: list, n_s
     ck = {"epoch": epoch + 1, "model": _bare(net).state_dict(), "optimizer": opt.state_dict(),
           "scheduler": sched.state_dict(), "rng": rngs if len(rngs) > 1 else rngs[0], "history": history,
           "n_syn_used": n_syn_used, "world": len(rngs)}
-    if hasattr(selector, "_gen"):
-        ck["selector_rng"] = selector._gen.get_state()
+    if selector is not None:
+        ck["selector"] = selector.state_dict()
     checkpointer.save(ck)
     checkpointer.saved_at = time.monotonic()
 
@@ -122,18 +121,34 @@ def hash_update(h, *tensors: torch.Tensor) -> None:
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
 
 
-def mix_synthetic(net, x, y, synthetic, n_cand: int, draws: CandidateDraws, streams: EpochStreams,
-                  augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor], selector, step: int, dev):
-    """Draw `n_cand` synthetic candidates (`draws`, stream `syn_draw`), augment them (stream
-    `syn_aug`; torch's global RNG, which random erasing uses, is forked so that the real stream's
-    erasing is unchanged), let the selector keep some (all when it is None) and append them to the
-    real batch. Returns (x, y, number of synthetic samples used)."""
-    cidx = draws.draw(y.cpu(), n_cand, streams.syn_draw)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(1 << 62, (1,), generator=streams.syn_aug)))
-        xs = augment(synthetic.images[cidx], streams.syn_aug).to(dev)
-    ys = synthetic.labels[cidx].to(dev)
-    if selector is not None:
-        keep = selector.select(net, (x, y), (xs, ys), step).to(dev)
-        xs, ys = xs[keep], ys[keep]
-    return torch.cat([x, xs]), torch.cat([y, ys]), len(ys)
+class SyntheticMix:
+    """The synthetic part of every step: `n_cand` candidates drawn by `draws` from `synthetic`,
+    augmented like the real images, and the ones `selector` keeps (all when it is None)."""
+
+    def __init__(self, synthetic, n_cand: int, draws: CandidateDraws, selector):
+        self.synthetic, self.n_cand, self.draws, self.selector = synthetic, n_cand, draws, selector
+
+    @classmethod
+    def build(cls, synthetic, p, selector) -> "SyntheticMix | None":
+        """The mix of a params section `p` (`syn_per_batch`, `syn_draw`); None when no synthetic
+        sample joins the batches (no set, an empty one, or `syn_per_batch` 0)."""
+        if synthetic is None or len(synthetic) == 0 or p.syn_per_batch <= 0:
+            return None
+        n_cand = selector.n_candidates(p.syn_per_batch) if selector is not None else p.syn_per_batch
+        return cls(synthetic, n_cand, CandidateDraws(synthetic.labels, p.syn_draw), selector)
+
+    def __call__(self, net, x, y, streams: EpochStreams, augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
+                 step: int, dev):
+        """Draw the candidates (stream `syn_draw`), augment them (stream `syn_aug`; torch's global
+        RNG, which random erasing uses, is forked so that the real stream's erasing is unchanged),
+        let the selector keep some and append them to the real batch.
+        Returns (x, y, number of synthetic samples used)."""
+        cidx = self.draws.draw(y.cpu(), self.n_cand, streams.syn_draw)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(1 << 62, (1,), generator=streams.syn_aug)))
+            xs = augment(self.synthetic.images[cidx], streams.syn_aug).to(dev)
+        ys = self.synthetic.labels[cidx].to(dev)
+        if self.selector is not None:
+            keep = self.selector.select(net, (x, y), (xs, ys), step).to(dev)
+            xs, ys = xs[keep], ys[keep]
+        return torch.cat([x, xs]), torch.cat([y, ys]), len(ys)

@@ -7,30 +7,28 @@ smoothing (torchreid `CrossEntropyLoss`) + batch-hard triplet (torchreid `Triple
 batches. Optimiser: Adam (weight decay from params) with linear warmup, then cosine decay.
 Random erasing (torchvision `RandomErasing`) is the `real_re` switch.
 
-Every step takes a PK batch of real images; when a synthetic set is given, the step also draws
+`ReidTask` gives these to the downstream engine (rgsyn.downstream.engine), which trains: every
+step takes a PK batch of real images; when a synthetic set is given, the step also draws
 `selector.n_candidates(syn_per_batch)` synthetic candidates, augments them like the real images,
-and trains on the ones the selector keeps (see `rgsyn.selection`).
+and trains on the ones the selector keeps (see `rgsyn.selection`). `ReidTask` also loads the
+benchmark's data for the `train` stage (the training split from rgsyn.data.splits).
 
 Evaluation: features of the eval-mode model, L2-normalised, squared-Euclidean (= 2 - 2 cos)
 distances, `rgsyn.metrics.evaluate_reid` (Market-1501 protocol).
 """
 from __future__ import annotations
 
-import hashlib
-import math
-import time
-from typing import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rgsyn import distributed, threads
-from rgsyn.downstream import loop
+from rgsyn.downstream import engine
 from rgsyn.downstream.datasets import (IMAGENET_MEAN, IMAGENET_STD, LabelledImages, PKSampler, channels_last,
-                                      normalise)
-from rgsyn.errors import CheckpointError, TrainingDiverged
-from rgsyn.precision import Precision
+                                      normalise, reid_set)
+from rgsyn.downstream.engine import Task, TaskData
+from rgsyn.errors import CheckpointError
 
 TORCHREID_BACKBONES = ("resnet50", "osnet_x1_0", "osnet_x0_25", "resnet18")
 
@@ -133,119 +131,88 @@ def augment(images: torch.Tensor, gen: torch.Generator, erasing: nn.Module | Non
     return x
 
 
-def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if warmup_steps and step < warmup_steps:
-            return 0.1 + 0.9 * step / warmup_steps
-        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-    return f
+class ReidTask(Task):
+    """Person re-ID for the engine (rgsyn.downstream.engine): `ReidNet`, Adam, PK batches, identity
+    cross-entropy + batch-hard triplet, warm-up then cosine over `epochs` x batches per epoch."""
 
+    name = "reid"
 
-def device_of(params_device: str) -> tuple[torch.device, "object"]:
-    """(device, accelerator): accelerate places the model; cpu when asked or no CUDA."""
-    from accelerate import Accelerator
+    def build_model(self, num_classes: int) -> ReidNet:
+        p = self.p
+        return build_reid_model(p.backbone, num_classes, p.height, p.width, p.pretrained)
 
-    cpu = params_device == "cpu" or not torch.cuda.is_available()
-    acc = Accelerator(cpu=cpu)
-    return acc.device, acc
+    def optimizer(self, net):
+        return torch.optim.Adam(net.parameters(), lr=self.p.lr, weight_decay=self.p.weight_decay)
 
+    def batch_source(self, train: LabelledImages, seed: int, rank: int, world: int) -> PKSampler:
+        return PKSampler(train.labels, self.p.P, self.p.K, seed, rank, world)
 
-def train_reid(train: LabelledImages, num_classes: int, p, seed: int, *, synthetic: LabelledImages | None = None,
-               selector=None, random_erasing: bool = False, device: str = "cpu", checkpointer=None,
-               on_step: Callable[[int, dict], None] | None = None, progress: bool = True,
-               stop_after_epoch: int | None = None, precision: str = "fp32") -> tuple[ReidNet, dict]:
-    """Train a ReID model with params `p` (a `ReidParams`). Returns (model in eval mode, info).
+    def schedule(self, steps_per_epoch: int) -> tuple[int, int]:
+        return steps_per_epoch * self.p.epochs, steps_per_epoch * self.p.warmup_epochs
 
-    Resumes from `checkpointer` (a `rgsyn.checkpoint.Checkpointer`) and saves there at the end of
-    an epoch when one is due (`loop.checkpoint_due`). `stop_after_epoch` stops early (tests use it to simulate a kill).
-    """
-    from torchreid.reid.losses import CrossEntropyLoss, TripletLoss
-    from torchvision.transforms import RandomErasing
-    from tqdm import tqdm
+    def augment(self, images, gen, erasing):
+        return augment(images, gen, erasing)
 
-    torch.manual_seed(seed)
-    dev, acc = device_of(device)
-    prec = Precision(precision, dev)   # compute.precision: autocast of the forward (rgsyn/precision.py)
-    rank, world = acc.process_index, acc.num_processes
-    net = build_reid_model(p.backbone, num_classes, p.height, p.width, p.pretrained)
-    if rank > 0:   # random erasing draws differ by rank; rank 0 keeps the single-process stream
-        torch.manual_seed(distributed.rank_seed(seed, rank))
-    opt = torch.optim.Adam(net.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-    sampler = PKSampler(train.labels, p.P, p.K, seed, rank, world)
-    steps_per_epoch = len(sampler)   # the same in every epoch (PKSampler)
-    total = steps_per_epoch * p.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, steps_per_epoch * p.warmup_epochs))
-    net, opt = acc.prepare(net, opt)
-    ce = CrossEntropyLoss(num_classes, eps=p.label_smoothing, use_gpu=dev.type == "cuda",
-                          label_smooth=p.label_smoothing > 0)
-    tri = TripletLoss(margin=p.triplet_margin)
-    erasing = RandomErasing(p=p.random_erasing_p, value=0) if random_erasing else None
-    use_syn = synthetic is not None and len(synthetic) > 0 and p.syn_per_batch > 0
-    n_cand = selector.n_candidates(p.syn_per_batch) if (use_syn and selector is not None) else p.syn_per_batch
+    def forward(self, net, x, y):
+        return net(x, with_features=True)
 
-    draws = loop.CandidateDraws(synthetic.labels, p.syn_draw) if use_syn else None
-    # common-random-numbers fingerprints: equal across the variants of one seed (tests check it)
-    init_sha = hashlib.sha256()
-    loop.hash_update(init_sha, *net.state_dict().values())
-    real_sha = hashlib.sha256()
+    def criterion(self, num_classes: int, dev):
+        from torchreid.reid.losses import CrossEntropyLoss, TripletLoss
 
-    start_epoch, history, n_syn_used = loop.restore(checkpointer, net, opt, sched, selector, steps_per_epoch)
+        p = self.p
+        ce = CrossEntropyLoss(num_classes, eps=p.label_smoothing, use_gpu=dev.type == "cuda",
+                              label_smooth=p.label_smoothing > 0)
+        tri = TripletLoss(margin=p.triplet_margin)
 
-    t0 = time.perf_counter()
-    net.train()
-    step = start_epoch * steps_per_epoch
-    bar = tqdm(total=total, initial=step, desc="reid train", disable=not progress or rank > 0, leave=False)
-    for epoch in range(start_epoch, p.epochs):
-        streams = loop.EpochStreams(seed, epoch, rank)
-        gen = streams.real_aug
-        for idx in sampler.epoch(epoch):
-            threads.rebalance()
-            x = augment(train.images[idx], gen, erasing).to(dev)
-            y = train.labels[idx].to(dev)
-            loop.hash_update(real_sha, idx, x)
-            used = 0
-            with prec.autocast():
-                if use_syn:
-                    x, y, used = loop.mix_synthetic(acc.unwrap_model(net), x, y, synthetic, n_cand, draws, streams,
-                                                    lambda im, g: augment(im, g, erasing), selector, step, dev)
-                logits, feats = net(x, with_features=True)
-            logits, feats = logits.float(), feats.float()
+        def loss_fn(out, y):
+            logits, feats = out[0].float(), out[1].float()
             loss_id = ce(logits, y)
             loss_tri = tri(F.normalize(feats, dim=1) if p.triplet_features == "normalised" else feats, y)
-            loss = loss_id + loss_tri
-            # the step's record is the mean over the ranks, so every rank sees the same (and stops together)
-            mean = distributed.reduce_mean(torch.stack([loss.detach(), loss_id.detach(), loss_tri.detach(),
-                                                        torch.tensor(float(used), device=loss.device)]))
-            if not torch.isfinite(mean[0]):
-                raise TrainingDiverged(f"reid training: loss is {mean[0].item()} at step {step}")
-            opt.zero_grad(set_to_none=True)
-            prec.backward(loss, acc)
-            prec.step(opt, accelerator=acc)
-            sched.step()
-            used = round(mean[3].item() * world)
-            n_syn_used += used
-            rec = {"step": step, "epoch": epoch, "loss": mean[0].item(), "loss_id": mean[1].item(),
-                   "loss_triplet": mean[2].item(), "lr": sched.get_last_lr()[0], "n_synthetic": used}
-            distributed.rank_log("train", {"step": step, "real": idx.tolist()})
-            history.append(rec)
-            if on_step is not None:
-                on_step(step, rec)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{rec['loss']:.3f}")
-        stopping = stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
-        loop.save(checkpointer, epoch, net, opt, sched, selector, history, n_syn_used, force=stopping)
-        if stopping:
-            break
-    bar.close()
-    net.eval()
-    info = {"train_seconds": time.perf_counter() - t0, "history": history, "n_real": len(train),
-            "n_synthetic_used": n_syn_used, "steps": step, "completed": step >= total,
-            "init_sha256": init_sha.hexdigest(), "real_stream_sha256": real_sha.hexdigest(), "n_ids_short": sampler.n_short}
-    if distributed.rank_log_enabled():
-        distributed.rank_log("train", {"final_params": distributed.param_digest(acc.unwrap_model(net).parameters())})
-    return acc.unwrap_model(net), info
+            return loss_id + loss_tri, {"loss_id": loss_id, "loss_triplet": loss_tri}
+        return loss_fn
+
+    def train_info(self, source: PKSampler) -> dict:
+        return {"n_ids_short": source.n_short}
+
+    # -- the `train` stage: data and evaluation
+    def training_set(self, split) -> tuple[LabelledImages, dict]:
+        """(images of a `rgsyn.data.splits.TrainingSplit`, its label map)."""
+        lm = split.label_map()
+        return reid_set(split.records, (self.p.height, self.p.width), lm), lm
+
+    def load(self, params, benchmark: str, synthetic_root: Path | None) -> TaskData:
+        """The real training split, the synthetic set at `synthetic_root` (Market layout, real pids)
+        and the query / gallery of `benchmark`."""
+        from rgsyn.data.cuhk03 import read_cuhk03
+        from rgsyn.data.market import read_market1501
+        from rgsyn.data.splits import training_split
+
+        dp, size = params.data.paths, (self.p.height, self.p.width)
+        train, lm = self.training_set(training_split(params, benchmark))
+        test = (read_market1501(dp.market1501, splits=("query", "gallery")) if benchmark == "market1501"
+                else read_cuhk03(dp.cuhk03, mode=dp.cuhk03_mode, splits=("query", "gallery")))
+        syn = None
+        if synthetic_root is not None:
+            syn = reid_set(read_market1501(synthetic_root, splits=("train",)).train, size, lm,
+                           what=f"synthetic set {synthetic_root}")
+        return TaskData(train, len(lm), syn, {"query": reid_set(test.query, size),
+                                              "gallery": reid_set(test.gallery, size)})
+
+    def evaluate(self, net: ReidNet, data: TaskData) -> dict:
+        return evaluate_reid_model(net, data.evaluation["query"], data.evaluation["gallery"], self.p.eval_batch_size)
+
+    def extra_metrics(self, data: TaskData, info: dict) -> dict:
+        return {"n_ids_fewer_than_K": info["n_ids_short"]}
+
+    def summary(self, metrics: dict) -> str:
+        return f"mAP {metrics['mAP']:.3f} R1 {metrics['rank1']:.3f}"
+
+
+def train_reid(train: LabelledImages, num_classes: int, p, seed: int, **kw) -> tuple[ReidNet, dict]:
+    """Train a ReID model with params `p` (a `ReidParams`) by `rgsyn.downstream.engine.train` (same
+    keywords: synthetic, selector, random_erasing, device, checkpointer, on_step, progress,
+    stop_after_epoch, precision). Returns (model in eval mode, info)."""
+    return engine.train(ReidTask(p), train, num_classes, seed, **kw)
 
 
 @torch.no_grad()

@@ -116,20 +116,7 @@ def domain_set(params, domain: str, size: int) -> ImageSet:
 
 def benchmark_real_paths(params, benchmark: str) -> tuple[list[str], list]:
     """(paths, identity labels) of a benchmark's real training split, labels as in identities.json."""
-    p = params.data.paths
-    if benchmark == "market1501":
-        from rgsyn.data.market import read_market1501
+    from rgsyn.data.splits import training_split
 
-        recs = read_market1501(p.market1501, splits=("train",)).train
-        return [r.path for r in recs], [int(r.pid) for r in recs]
-    if benchmark == "cuhk03":
-        from rgsyn.data.cuhk03 import read_cuhk03
-
-        recs = read_cuhk03(p.cuhk03, mode=p.cuhk03_mode, splits=("train",)).train
-        return [r.path for r in recs], [int(r.pid) for r in recs]
-    if benchmark == "casia_face":
-        from rgsyn.data.faces import read_id_folders
-
-        recs = read_id_folders(p.casia_face)
-        return [r.path for r in recs], [r.identity for r in recs]
-    raise DataError(f"benchmark {benchmark!r} has no generator training split")
+    split = training_split(params, benchmark)
+    return split.paths, split.identities

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from rgsyn import distributed, threads
+from rgsyn.distributed import make_accelerator
 from rgsyn.errors import TrainingDiverged
 from rgsyn.generator.datasets import ImageSet
 from rgsyn.precision import Precision
@@ -45,15 +46,6 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
-
-
-def make_accelerator(device: str):
-    """Device placement (and multi-process) only: the precision is applied by rgsyn.precision
-    (accelerate's mixed_precision is fixed per process; see that module)."""
-    from accelerate import Accelerator
-
-    dev = resolve_device(device)
-    return Accelerator(cpu=dev == "cpu", mixed_precision="no")
 
 
 def noise_scheduler_for(scheduler):

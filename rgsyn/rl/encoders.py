@@ -99,24 +99,13 @@ def encode_images(encoder, images: Tensor, batch_size: int = 256) -> Tensor:
 # --------------------------------------------------------------------------- real images per row
 def identity_image_paths(params, domain: str, identities: list[dict]) -> list[list[str]]:
     """Real training image paths of every identity row of a generator (``identities.json``)."""
+    from rgsyn.data.splits import training_split
+
     by_key: dict[tuple[str, str], list[str]] = {}
-    if domain == "persons":
-        from rgsyn.data.cuhk03 import read_cuhk03
-        from rgsyn.data.market import read_market1501
-
-        dp = params.data.paths
-        benches = {r["benchmark"] for r in identities}
-        if "market1501" in benches:
-            for rec in read_market1501(dp.market1501, splits=("train",)).train:
-                by_key.setdefault(("market1501", str(rec.pid)), []).append(rec.path)
-        if "cuhk03" in benches:
-            for rec in read_cuhk03(dp.cuhk03, mode=dp.cuhk03_mode, splits=("train",)).train:
-                by_key.setdefault(("cuhk03", str(rec.pid)), []).append(rec.path)
-    else:
-        from rgsyn.data.faces import read_id_folders
-
-        for rec in read_id_folders(params.data.paths.casia_face):
-            by_key.setdefault(("casia_face", str(rec.identity)), []).append(rec.path)
+    for bench in sorted({str(r["benchmark"]) for r in identities}):
+        split = training_split(params, bench)
+        for path, ident in zip(split.paths, split.identities):
+            by_key.setdefault((bench, str(ident)), []).append(path)
     out = []
     for r in identities:
         key = (str(r["benchmark"]), str(r["label"]))

@@ -41,7 +41,7 @@ def run(params: Params, benchmark: str, generator: str) -> dict:
     domain = paths.DOMAIN_OF[benchmark]
     src = generator_dir(domain, generator, params)
     check_encoders(domain)
-    from rgsyn.generator.training import make_accelerator
+    from rgsyn.distributed import make_accelerator
 
     accelerator = make_accelerator(params.device)   # one device per rank under a launcher
     device = accelerator.device

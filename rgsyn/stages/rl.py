@@ -53,7 +53,7 @@ def _policy(params: Params, domain: str) -> SimpleNamespace:
     from rgsyn.generator.bundle import load_generator
     from rgsyn.generator.lora import attach_lora
     from rgsyn.generator.sampler import PolicySampler
-    from rgsyn.generator.training import make_accelerator
+    from rgsyn.distributed import make_accelerator
     from rgsyn.precision import Precision
 
     rl, sp = params.rl, params.sampler

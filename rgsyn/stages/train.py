@@ -5,6 +5,10 @@ also evaluated on RFW). The variant (`params.variants[V]`) says which synthetic 
 training data (`none`, `cold`, `rl-<rewards>` -> `paths.synthetic_dir(B, ...)`), which selector picks
 the synthetic samples of each step (`none | random | lookahead`), and whether random erasing is on.
 
+The benchmark's task (`rgsyn.downstream.reid.ReidTask` or `rgsyn.downstream.face.FaceTask`) loads the
+real training split (rgsyn.data.splits), the synthetic set and the evaluation sets, and evaluates;
+the downstream engine (`rgsyn.downstream.engine`) trains.
+
 Writes (atomically): `paths.run_metrics(B, V, S)` (JSON; a non-finite value such as an SER with a
 zero-error group is written as null), `paths.train_curve(B, V, S)` (CSV, one row per step) and the
 model `paths.downstream_dir(B, V, S)/model.pt` (loadable with `load_identity_encoder`). The training
@@ -83,38 +87,17 @@ class _StepLogger:
         self.buf = []
 
 
-def _reid_data(params, benchmark: str, synthetic: str):
-    from rgsyn.data.cuhk03 import read_cuhk03
-    from rgsyn.data.market import read_market1501
-    from rgsyn.downstream.datasets import reid_label_map, reid_set, synthetic_dir_or_none
+def task_for(params, benchmark: str):
+    """The downstream task of `benchmark`: faces (CosFace, `face` params) for casia_face, else person re-ID."""
+    if benchmark not in paths.TRAINED_BENCHMARKS:
+        raise ConfigError(f"train: unknown benchmark {benchmark!r}; choose one of {list(paths.TRAINED_BENCHMARKS)}")
+    if benchmark == "casia_face":
+        from rgsyn.downstream.face import FaceTask
 
-    p, dp = params.reid, params.data.paths
-    splits = (read_market1501(dp.market1501) if benchmark == "market1501"
-              else read_cuhk03(dp.cuhk03, mode=dp.cuhk03_mode))
-    lm = reid_label_map(splits.train)
-    size = (p.height, p.width)
-    train = reid_set(splits.train, size, lm)
-    query, gallery = reid_set(splits.query, size), reid_set(splits.gallery, size)
-    syn = None
-    if synthetic != "none":
-        root = synthetic_dir_or_none(paths.synthetic_dir(benchmark, synthetic))
-        syn = reid_set(read_market1501(root, splits=("train",)).train, size, lm, what=f"synthetic set {root}")
-    return train, len(lm), query, gallery, syn
+        return FaceTask(params.face)
+    from rgsyn.downstream.reid import ReidTask
 
-
-def _face_data(params, synthetic: str, transform):
-    from rgsyn.data.faces import read_id_folders
-    from rgsyn.downstream.datasets import face_label_map, face_set, synthetic_dir_or_none
-
-    recs = read_id_folders(params.data.paths.casia_face)
-    lm = face_label_map(recs)
-    train = face_set(recs, params.face.size, lm, transform=transform)
-    syn = None
-    if synthetic != "none":
-        root = synthetic_dir_or_none(paths.synthetic_dir("casia_face", synthetic))
-        syn = face_set(read_id_folders(root), params.face.size, lm, what=f"synthetic set {root}",
-                       transform=transform)
-    return train, len(lm), syn
+    return ReidTask(params.reid)
 
 
 def train_and_evaluate(params, benchmark: str, variant: str, seed: int, run=None, progress: bool = True,
@@ -125,7 +108,7 @@ def train_and_evaluate(params, benchmark: str, variant: str, seed: int, run=None
     evaluates and writes the outputs, and every rank returns rank 0's metrics."""
     from rgsyn import threads
 
-    section = params.face if benchmark == "casia_face" else params.reid
+    task = task_for(params, benchmark)
     was = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True, warn_only=True)
     # Deterministic mode also fills every tensor that torch.empty allocates, op outputs included,
@@ -133,52 +116,34 @@ def train_and_evaluate(params, benchmark: str, variant: str, seed: int, run=None
     # the fill made a toy re-ID step 1.13x slower (benchmarks/bench_deterministic_fill.py).
     torch.utils.deterministic.fill_uninitialized_memory = False
     try:
-        with threads.pinned(section.threads):
-            return _train_and_evaluate(params, benchmark, variant, seed, run, progress, stop_after_epoch)
+        with threads.pinned(task.p.threads):
+            return _train_and_evaluate(params, task, benchmark, variant, seed, run, progress, stop_after_epoch)
     finally:
         torch.use_deterministic_algorithms(was[0])
         torch.utils.deterministic.fill_uninitialized_memory = was[1]
 
 
-def _train_and_evaluate(params, benchmark, variant, seed, run, progress, stop_after_epoch):
+def _train_and_evaluate(params, task, benchmark, variant, seed, run, progress, stop_after_epoch):
     from rgsyn.checkpoint import Checkpointer
+    from rgsyn.downstream import engine
+    from rgsyn.downstream.datasets import synthetic_dir_or_none
     from rgsyn.downstream.encoder import save_identity_encoder
     from rgsyn.selection import build_selector
 
-    if benchmark not in paths.TRAINED_BENCHMARKS:
-        raise ConfigError(f"train: unknown benchmark {benchmark!r}; choose one of {list(paths.TRAINED_BENCHMARKS)}")
     v = params.variant(variant)
-    kind = "face" if benchmark == "casia_face" else "reid"
-    section = params.face if kind == "face" else params.reid
-    config = dataclasses.asdict(section)
-    aligner = None
-    if kind == "face" and params.face.align == "mtcnn":
-        from rgsyn.data.align import FaceAligner
-
-        aligner = FaceAligner()
-    if kind == "reid":
-        train, n_cls, query, gallery, syn = _reid_data(params, benchmark, v.synthetic)
-    else:
-        train, n_cls, syn = _face_data(params, v.synthetic, aligner)
+    config = dataclasses.asdict(task.p)
+    syn_root = None if v.synthetic == "none" else synthetic_dir_or_none(paths.synthetic_dir(benchmark, v.synthetic))
+    data = task.load(params, benchmark, syn_root)
+    syn = data.synthetic
     selector = build_selector(v.selection, params.selection, seed) if syn is not None else None
     ck = Checkpointer(f"train-{benchmark}-{variant}-seed{seed}",
                       {"section": config, "variant": dataclasses.asdict(v), "selection": dataclasses.asdict(
-                          params.selection), "seed": seed, "n_real": len(train), "n_syn": len(syn) if syn else 0})
+                          params.selection), "seed": seed, "n_real": len(data.train), "n_syn": len(syn) if syn else 0})
     logger = _StepLogger(run)
-    if kind == "reid":
-        from rgsyn.downstream.reid import evaluate_reid_model, train_reid
-
-        net, info = train_reid(train, n_cls, section, seed, synthetic=syn, selector=selector,
-                               random_erasing=v.random_erasing, device=params.device, checkpointer=ck,
-                               on_step=logger, progress=progress, stop_after_epoch=stop_after_epoch,
-                               precision=params.compute.precision)
-    else:
-        from rgsyn.downstream.face import evaluate_face_model, train_face
-
-        net, info = train_face(train, n_cls, section, seed, synthetic=syn, selector=selector,
-                               random_erasing=v.random_erasing, device=params.device, checkpointer=ck, on_step=logger, progress=progress,
-                               stop_after_epoch=stop_after_epoch,
-                               precision=params.compute.precision)
+    net, info = engine.train(task, data.train, data.num_classes, seed, synthetic=syn, selector=selector,
+                             random_erasing=v.random_erasing, device=params.device, checkpointer=ck,
+                             on_step=logger, progress=progress, stop_after_epoch=stop_after_epoch,
+                             precision=params.compute.precision)
     logger.flush()
     if not info["completed"]:
         return None
@@ -186,20 +151,14 @@ def _train_and_evaluate(params, benchmark, variant, seed, run, progress, stop_af
         return distributed.broadcast_object(None)
     t0 = time.perf_counter()
     with Precision(params.compute.precision, next(net.parameters()).device).autocast():
-        if kind == "reid":
-            metrics = evaluate_reid_model(net, query, gallery, section.eval_batch_size)
-        else:
-            metrics = evaluate_face_model(net, params.data.paths.verification, params.data.paths.rfw_bias,
-                                          section, transform=aligner)
+        metrics = task.evaluate(net, data)
     metrics.update({"train_seconds": info["train_seconds"], "eval_seconds": time.perf_counter() - t0,
                     "n_real": info["n_real"], "n_synthetic_used": info["n_synthetic_used"],
                     "n_synthetic_available": len(syn) if syn is not None else 0})
-    if aligner is not None:
-        metrics.update(aligner.counts())
-    if kind == "reid":
-        metrics["n_ids_fewer_than_K"] = info["n_ids_short"]
+    metrics.update(task.extra_metrics(data, info))
     metrics = _finite_or_none(metrics)
-    save_identity_encoder(paths.downstream_dir(benchmark, variant, seed) / "model.pt", net, kind, config, n_cls)
+    save_identity_encoder(paths.downstream_dir(benchmark, variant, seed) / "model.pt", net, task.name, config,
+                          data.num_classes)
     io.write_text(paths.train_curve(benchmark, variant, seed), _curve_csv(info["history"]))
     io.write_json(paths.run_metrics(benchmark, variant, seed), metrics)
     ck.clear()
@@ -210,8 +169,8 @@ def run(params, benchmark: str, variant: str, seed: int) -> dict:
     with tracking.stage_run(params, "train", run_name=f"train-{benchmark}-{variant}-seed{seed}",
                             extra_tags={"rgsyn.benchmark": benchmark, "rgsyn.variant": variant,
                                         "rgsyn.seed": str(seed)}) as run:
-        section = "face" if benchmark == "casia_face" else "reid"
-        tracking.log_params_section(run, params, section, "selection")
+        task = task_for(params, benchmark)
+        tracking.log_params_section(run, params, task.name, "selection")
         run.log_params({"variant": variant, "seed": seed, "benchmark": benchmark,
                         "variant_def": dataclasses.asdict(params.variant(variant))})
         metrics = train_and_evaluate(params, benchmark, variant, seed, run=run)
@@ -220,8 +179,7 @@ def run(params, benchmark: str, variant: str, seed: int) -> dict:
                              "epoch; no metrics were written")
         run.log_metrics(_flat(metrics), check_finite=False)
         run.log_artifact(paths.run_metrics(benchmark, variant, seed))
-        summary = (f"mAP {metrics['mAP']:.3f} R1 {metrics['rank1']:.3f}" if section == "reid"
-                   else f"avg acc {metrics['avg']:.3f}")
         if distributed.is_main():
-            print(f"train {benchmark}/{variant}/seed{seed}: {summary}, {metrics['train_seconds']:.1f} s training")
+            print(f"train {benchmark}/{variant}/seed{seed}: {task.summary(metrics)}, "
+                  f"{metrics['train_seconds']:.1f} s training")
         return metrics
