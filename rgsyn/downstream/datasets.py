@@ -102,6 +102,17 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
+@torch.no_grad()
+def backbone_features(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """`model.backbone` on channels-last images in eval mode (no dropout, frozen batch-norm
+    statistics), leaving the model in the mode it was in: the embedding both tasks evaluate."""
+    was = model.training
+    model.eval()
+    out = model.backbone(channels_last(images))
+    model.train(was)
+    return out
+
+
 def resize_to(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(images.shape[-2:]) == tuple(size):
         return images

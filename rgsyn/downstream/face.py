@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rgsyn.downstream import engine
-from rgsyn.downstream.datasets import (FACE_MEAN, FACE_STD, LabelledImages, RandomBatches, channels_last, face_set,
-                                      load_images, normalise)
+from rgsyn.downstream.datasets import (FACE_MEAN, FACE_STD, LabelledImages, RandomBatches, backbone_features,
+                                      channels_last, face_set, load_images, normalise)
 from rgsyn.downstream.engine import Task, TaskData
 from rgsyn.downstream.small_resnet import Block
 from rgsyn.errors import CheckpointError
@@ -94,13 +94,8 @@ class FaceNet(nn.Module):
     def forward(self, images, labels=None):
         return self.head(self.backbone(channels_last(images)), labels)
 
-    @torch.no_grad()
     def embed(self, images):
-        was = self.training
-        self.eval()
-        e = self.backbone(channels_last(images))
-        self.train(was)
-        return e
+        return backbone_features(self, images)
 
 
 def build_face_backbone(backbone: str, embedding_dim: int, size: int, width: int = 16) -> nn.Module:

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rgsyn.downstream import engine
-from rgsyn.downstream.datasets import (IMAGENET_MEAN, IMAGENET_STD, LabelledImages, PKSampler, channels_last,
-                                      normalise, reid_set)
+from rgsyn.downstream.datasets import (IMAGENET_MEAN, IMAGENET_STD, LabelledImages, PKSampler, backbone_features,
+                                      channels_last, normalise, reid_set)
 from rgsyn.downstream.engine import Task, TaskData
 from rgsyn.errors import CheckpointError
 
@@ -71,13 +71,8 @@ class ReidNet(nn.Module):
             return (out[0], out[1]) if with_features else out[0]
         return self.backbone.classifier(self.backbone(images))
 
-    @torch.no_grad()
     def features(self, images):
-        was = self.training
-        self.eval()
-        f = self.backbone(channels_last(images))
-        self.train(was)
-        return f
+        return backbone_features(self, images)
 
 
 def build_reid_model(backbone: str, num_classes: int, height: int, width: int, pretrained: str = "") -> ReidNet:
