@@ -1,9 +1,20 @@
 """End-to-end smoke regression: the real stages of dvc.yaml on the smoke profile.
 
 Every metric of every `benchmarks/<name>/metrics.json` is compared with the golden value in
-`benchmarks/<name>/golden_smoke.json` within its stated tolerance (the fast-reid `verify_results`
-pattern); a failure names the metric. A second run with the same seed must give identical metrics.
-Regenerate the goldens deliberately with `pytest tests/test_regression_smoke.py --regen-goldens`.
+`benchmarks/<name>/golden_smoke.json` within that metric's own tolerance (the fast-reid
+`verify_results` pattern); a failure names the metric. A second run with the same seed must give
+identical metrics.
+
+The metrics of trained smoke models are deterministic on one machine but not across CPUs: a few
+training steps amplify the last bit of a kernel that differs between instruction sets (AVX-512,
+AVX2, scalar) into a different ranking of a handful of queries. So each golden carries the spread
+measured by `benchmarks/smoke_spread.py` across ATEN_CPU_CAPABILITY settings and seeds, and its
+tolerance is derived from it (K x the spread, at least the metric's step; 0 where nothing moved).
+What involves no training is held exactly in tests/test_regression_exact.py.
+
+Remake the goldens deliberately, after a change that is meant to move the metrics:
+    python benchmarks/smoke_spread.py /tmp/spread --write-goldens
+(`pytest --regen-goldens` only regenerates tests/golden_exact.json: one run gives no spread).
 """
 from __future__ import annotations
 
@@ -32,13 +43,6 @@ def flatten(d: dict, prefix: str = "") -> dict[str, float]:
             if not any(tag in key for tag in VOLATILE):
                 out[key] = float(v)
     return out
-
-
-def tolerance(key: str, value: float) -> float:
-    """Stated tolerances: fractions (accuracy, mAP, CMC) +-0.05 absolute; other values 10% relative."""
-    if 0.0 <= value <= 1.0 and not key.split(".")[-1].startswith(("frechet", "n_")):
-        return 0.05
-    return max(abs(value) * 0.10, 1e-6)
 
 
 def verify_results(metrics: dict[str, float], golden: dict[str, dict], bench: str) -> list[str]:
@@ -79,8 +83,10 @@ def load_metrics(work: Path, bench: str) -> dict[str, float]:
 
 
 @pytest.mark.regression_test
-def test_smoke_metrics_match_goldens(smoke_runs, request):
-    work, timings = smoke_runs[0]
+def test_smoke_metrics_match_goldens(request):
+    if request.config.getoption("--regen-goldens"):
+        pytest.skip("the smoke goldens come from a measured spread: benchmarks/smoke_spread.py --write-goldens")
+    work, timings = request.getfixturevalue("smoke_runs")[0]
     print("\nsmoke stage timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     print(f"smoke total: {sum(timings.values()):.1f}s over {len(timings)} stages")
     failures = []
@@ -88,11 +94,7 @@ def test_smoke_metrics_match_goldens(smoke_runs, request):
         metrics = load_metrics(work, bench)
         assert metrics, f"{bench}: metrics.json is empty"
         golden_file = REPO / "benchmarks" / bench / "golden_smoke.json"
-        if request.config.getoption("--regen-goldens"):
-            golden = {k: {"expected": v, "tolerance": tolerance(k, v)} for k, v in sorted(metrics.items())}
-            golden_file.write_text(json.dumps(golden, indent=2) + "\n")
-            continue
-        assert golden_file.is_file(), f"{golden_file} is missing: run pytest --regen-goldens"
+        assert golden_file.is_file(), f"{golden_file} is missing: run benchmarks/smoke_spread.py --write-goldens"
         failures += verify_results(metrics, json.loads(golden_file.read_text()), bench)
     assert not failures, "smoke metrics regressed:\n" + "\n".join(failures)
 
