@@ -86,9 +86,10 @@ def verify_results(metrics: dict[str, float], golden: dict[str, dict], bench: st
             continue
         got, exp, tol = metrics[key], spec["expected"], spec["tolerance"]
         if not (math.isfinite(got) and abs(got - exp) <= tol):
-            failures.append(f"{bench}: metric {key} = {got:.6g}, expected {exp:.6g} +- {tol:.3g}")
+            spread = f" (measured spread {spec['spread']:.3g})" if "spread" in spec else ""
+            failures.append(f"{bench}: metric {key} = {got:.6g}, expected {exp:.6g} +- {tol:.3g}{spread}")
     for key in sorted(set(metrics) - set(golden)):
-        failures.append(f"{bench}: metric {key} has no golden value (run with --regen-goldens)")
+        failures.append(f"{bench}: metric {key} has no golden value (benchmarks/smoke_spread.py --write-goldens)")
     return failures
 
 
