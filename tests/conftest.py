@@ -1,5 +1,7 @@
-"""Shared pytest options: `--runslow` opts into slow tests, `--regen-goldens` rewrites the smoke
-goldens under benchmarks/<name>/golden_smoke.json instead of comparing against them."""
+"""Shared pytest options: `--runslow` opts into slow tests, `--regen-goldens` rewrites the exact
+goldens (tests/golden_exact.json) instead of comparing against them. The smoke goldens
+(benchmarks/<name>/golden_smoke.json) need a measured spread, so they come from
+`python benchmarks/smoke_spread.py OUT --write-goldens`, not from one test run."""
 from __future__ import annotations
 
 import os
@@ -14,7 +16,8 @@ os.environ.setdefault("RGSYN_WARM", "0")
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
     parser.addoption("--regen-goldens", action="store_true", default=False,
-                     help="regenerate the smoke-profile golden metrics instead of checking them")
+                     help="regenerate tests/golden_exact.json instead of checking it (the smoke goldens: "
+                          "benchmarks/smoke_spread.py --write-goldens)")
 
 
 def pytest_collection_modifyitems(config, items):
