@@ -23,6 +23,16 @@ work (PAPER.md steps 2-5 as the code runs them):
   `selection.virtual_batch` real images per step), times seeds and variants.
 Evaluation passes and the toy-world/data stages are not counted (a small share at paper scale).
 
+The work is taken from the functions the stages size themselves by, so the two cannot drift apart
+(tests/test_estimate.py checks it against a training run and an RL update): downstream steps from
+the task's `steps` / `real_batch` (rgsyn.downstream.tasks: the task the train and encoder stages train
+by), lookahead candidates and the virtual batch from the selector (`n_candidates`, `virtual_rows`),
+the RL trained steps from `rgsyn.rl.rollout.trained_step_count` over the sampler's well-conditioned
+steps (`rgsyn.rl.dpok.well_conditioned_steps` of the prior's scheduler,
+`rgsyn.generator.prior.built_scheduler`). A re-ID epoch is counted as images // (P x K) batches, an
+upper bound of the PK sampler's count (equal when every identity has a multiple of K images and
+their chunks fill whole batches).
+
 Memory at peak (per GPU, per stage): parameters in fp32 + 12 bytes per trainable parameter
 (gradient + Adam's two moments) + activations. Activations are measured on the meta device as the
 bytes of the tensors autograd saves for the backward (`torch.autograd.graph.saved_tensors_hooks`)
