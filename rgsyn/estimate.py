@@ -23,6 +23,16 @@ work (PAPER.md steps 2-5 as the code runs them):
   `selection.virtual_batch` real images per step), times seeds and variants.
 Evaluation passes and the toy-world/data stages are not counted (a small share at paper scale).
 
+The work is taken from the functions the stages size themselves by, so the two cannot drift apart
+(tests/test_estimate.py checks it against a training run and an RL update): downstream steps from
+the task's `steps` / `real_batch` (rgsyn.downstream.tasks: the task the train and encoder stages train
+by), lookahead candidates and the virtual batch from the selector (`n_candidates`, `virtual_rows`),
+the RL trained steps from `rgsyn.rl.rollout.trained_step_count` over the sampler's well-conditioned
+steps (`rgsyn.rl.dpok.well_conditioned_steps` of the prior's scheduler,
+`rgsyn.generator.prior.built_scheduler`). A re-ID epoch is counted as images // (P x K) batches, an
+upper bound of the PK sampler's count (equal when every identity has a multiple of K images and
+their chunks fill whole batches).
+
 Memory at peak (per GPU, per stage): parameters in fp32 + 12 bytes per trainable parameter
 (gradient + Adam's two moments) + activations. Activations are measured on the meta device as the
 bytes of the tensors autograd saves for the backward (`torch.autograd.graph.saved_tensors_hooks`)
@@ -236,112 +246,156 @@ class StageCost:
     note: str = ""
 
 
-def stage_costs(params: Params) -> list[StageCost]:
-    """The per-stage totals described in the module docstring."""
+def _weights(n: int, trainable: int) -> int:
+    return 4 * n + 12 * trainable   # fp32 weights + gradient + Adam's two moments
+
+
+@dataclass
+class _Shared:
+    """What the stages' costs share: the params, dataset sizes and per-image network costs."""
+
+    params: Params
+    sizes: dict          # dataset_sizes
+    domains: dict        # {"persons": sizes, "faces": sizes}
+    dit: dict            # dit_costs
+    vae: tuple           # vae_costs: (encode, decode, parameters)
+    nets: dict           # {"persons": re-ID NetCost, "faces": face NetCost}
+    latent: int          # bytes of one fp32 latent
+    cfg: int             # 2 with classifier-free guidance, else 1
+
+
+def _shared(params: Params) -> _Shared:
     bpe = 4 if params.compute.precision == "fp32" else 2
     sizes = dataset_sizes(params)
-    d = dit_costs(params, bpe)
-    enc_f, dec_f, vae_n = vae_costs(params)
     a = params.prior.arch
-    latent = a.in_channels * a.sample_size ** 2 * 4
-    sp, rl, cs = params.sampler, params.rl, params.coldstart
-    cfg = 2 if sp.guidance_scale != 1.0 else 1
-    T = sp.num_inference_steps
     persons = {"ids": sizes["market1501"]["ids"] + sizes["cuhk03"]["ids"],
                "images": sizes["market1501"]["images"] + sizes["cuhk03"]["images"]}
-    domains = {"persons": persons, "faces": sizes["casia_face"]}
-    reid = backbone_costs(params, "reid", persons["ids"], bpe)
-    face = backbone_costs(params, "face", sizes["casia_face"]["ids"], bpe)
-    enc_of = {"persons": reid, "faces": face}
-    weights = lambda n, trainable: 4 * n + 12 * trainable   # noqa: E731 - fp32 + grad + Adam
-    out = []
+    nets = {"persons": backbone_costs(params, "reid", persons["ids"], bpe),
+            "faces": backbone_costs(params, "face", sizes["casia_face"]["ids"], bpe)}
+    return _Shared(params, sizes, {"persons": persons, "faces": sizes["casia_face"]}, dit_costs(params, bpe),
+                   vae_costs(params), nets, a.in_channels * a.sample_size ** 2 * 4,
+                   2 if params.sampler.guidance_scale != 1.0 else 1)
 
-    if params.prior.steps:
-        f = params.prior.steps * params.prior.batch_size * (d["full"].forward + d["full"].backward)
-        peak = weights(d["full"].params, d["full"].trainable) + params.prior.batch_size * d["full"].activations
-        out.append(StageCost("prior", 1, f, peak, f"{params.prior.steps} steps x {params.prior.batch_size}"))
 
-    h = d["lora"] if cs.train_lora else d["head"]
-    f = sum(2 * n["images"] * enc_f + cs.steps * cs.batch_size * (h.forward + h.backward) for n in domains.values())
-    cache = max(n["images"] for n in domains.values()) * latent * (2 if params.prior.vae else 1)
-    peak = weights(h.params, h.trainable) + 4 * vae_n + cs.batch_size * h.activations + cache
-    out.append(StageCost("coldstart", len(domains), f, peak, f"{cs.steps} steps x {cs.batch_size}; latent cache"))
+def stage_costs(params: Params) -> list[StageCost]:
+    """The per-stage totals described in the module docstring."""
+    s = _shared(params)
+    out = [_prior_cost(s)] if params.prior.steps else []
+    return out + [_coldstart_cost(s), _encoder_cost(s), _rl_cost(s), _generate_cost(s), _train_cost(s)]
 
-    n_enc = 2 * sum(n["images"] * _epochs(params, k) * (enc_of[k].forward + enc_of[k].backward)
-                    for k, n in domains.items())
-    peak = max(weights(c.params, c.params) + _batch(params, k) * c.activations for k, c in enc_of.items())
-    out.append(StageCost("encoder", 2 * len(domains), n_enc, peak, "reward + gold encoder per domain"))
 
+def _prior_cost(s: _Shared) -> StageCost:
+    pp, full = s.params.prior, s.dit["full"]
+    f = pp.steps * pp.batch_size * (full.forward + full.backward)
+    peak = _weights(full.params, full.trainable) + pp.batch_size * full.activations
+    return StageCost("prior", 1, f, peak, f"{pp.steps} steps x {pp.batch_size}")
+
+
+def _coldstart_cost(s: _Shared) -> StageCost:
+    cs, (enc_f, _, vae_n) = s.params.coldstart, s.vae
+    h = s.dit["lora"] if cs.train_lora else s.dit["head"]
+    f = sum(2 * n["images"] * enc_f + cs.steps * cs.batch_size * (h.forward + h.backward) for n in s.domains.values())
+    cache = max(n["images"] for n in s.domains.values()) * s.latent * (2 if s.params.prior.vae else 1)
+    peak = _weights(h.params, h.trainable) + 4 * vae_n + cs.batch_size * h.activations + cache
+    return StageCost("coldstart", len(s.domains), f, peak, f"{cs.steps} steps x {cs.batch_size}; latent cache")
+
+
+def _encoder_cost(s: _Shared) -> StageCost:
+    from rgsyn.downstream.tasks import domain_task
+
+    tasks = {k: domain_task(s.params, k) for k in s.domains}
+    f = 2 * sum(n["images"] * tasks[k].p.epochs * (s.nets[k].forward + s.nets[k].backward)
+                for k, n in s.domains.items())
+    peak = max(_weights(c.params, c.params) + tasks[k].real_batch() * c.activations for k, c in s.nets.items())
+    return StageCost("encoder", 2 * len(s.domains), f, peak, "reward + gold encoder per domain")
+
+
+def _rl_cost(s: _Shared) -> StageCost:
+    rl, T, cfg, lora = s.params.rl, s.params.sampler.num_inference_steps, s.cfg, s.dit["lora"]
     n_traj = rl.ids_per_step * rl.samples_per_id
-    t_train = len(_trained_steps(params))
-    t_train = t_train if rl.train_timesteps <= 0 else min(t_train, rl.train_timesteps)
+    t_train = rl_trained_step_count(s.params)
     n_var = len(rl.reward_variants)
     f = 0.0
-    for k in domains:
-        roll = n_traj * (T * cfg * d["lora"].forward + dec_f + 2 * enc_of[k].forward)
-        upd = rl.inner_epochs * n_traj * t_train * cfg * (2 * d["lora"].forward + d["lora"].backward)
+    for k in s.domains:
+        roll = n_traj * (T * cfg * lora.forward + s.vae[1] + 2 * s.nets[k].forward)
+        upd = rl.inner_epochs * n_traj * t_train * cfg * (2 * lora.forward + lora.backward)
         f += n_var * rl.steps * (roll + upd)
     micro = math.ceil(n_traj / max(1, rl.minibatches)) * cfg
-    peak = (weights(d["lora"].params, d["lora"].trainable) + 4 * vae_n + micro * d["lora"].activations
-            + (T + 1) * n_traj * latent + 2 * 4 * max(reid.params, face.params))
-    out.append(StageCost("rl", n_var * len(domains), f,
-                         peak, f"{rl.steps} updates x {n_traj} trajectories x {T} steps, CFG x{cfg}"))
+    peak = (_weights(lora.params, lora.trainable) + 4 * s.vae[2] + micro * lora.activations
+            + (T + 1) * n_traj * s.latent + 2 * 4 * max(c.params for c in s.nets.values()))
+    return StageCost("rl", n_var * len(s.domains), f, peak,
+                     f"{rl.steps} updates x {n_traj} trajectories x {T} steps, CFG x{cfg}")
 
-    gens = len(params.generators())
-    per_id = params.generate.per_identity
+
+def _generate_cost(s: _Shared) -> StageCost:
+    p, head, T = s.params, s.dit["head"], s.params.sampler.num_inference_steps
+    gens, per_id = len(p.generators()), p.generate.per_identity
     f = 0.0
-    for bench, n in sizes.items():
-        k = "faces" if bench == "casia_face" else "persons"
+    for bench, n in s.sizes.items():
+        enc = s.nets["faces" if bench == "casia_face" else "persons"]
         imgs = n["ids"] * per_id
-        f += gens * (imgs * (T * cfg * d["head"].forward + dec_f + enc_of[k].forward) + n["images"] * enc_of[k].forward)
-    peak = 4 * (d["head"].params + vae_n) + params.generate.batch_size * cfg * latent * 4
-    out.append(StageCost("generate", gens * len(sizes), f, peak, f"{per_id} per identity x {gens} generators"))
+        f += gens * (imgs * (T * s.cfg * head.forward + s.vae[1] + enc.forward) + n["images"] * enc.forward)
+    peak = 4 * (head.params + s.vae[2]) + p.generate.batch_size * s.cfg * s.latent * 4
+    return StageCost("generate", gens * len(s.sizes), f, peak, f"{per_id} per identity x {gens} generators")
 
-    n_seeds = len(params.seeds)
+
+def _train_cost(s: _Shared) -> StageCost:
+    from rgsyn.downstream.tasks import benchmark_task
+
+    p, n_seeds = s.params, len(s.params.seeds)
     f, runs, peak = 0.0, 0, 0.0
-    for bench, n in sizes.items():
-        k = "faces" if bench == "casia_face" else "persons"
-        c = face if k == "faces" else reid
-        sec = params.face if k == "faces" else params.reid
-        batch = _batch(params, k)
-        steps = sec.epochs * max(1, n["images"] // batch)
-        for name in [*params.variants, *params.syn_variants]:
-            v = params.variant(name)
-            per_step = batch + (sec.syn_per_batch if v.synthetic != "none" else 0)
-            step_f = per_step * (c.forward + c.backward)
-            if v.selection == "lookahead":
-                n_cand = sec.syn_per_batch * params.selection.candidate_multiplier
-                vb = params.selection.virtual_batch or batch
-                step_f += (2 * n_cand * c.forward + vb * (c.forward + c.backward)) / params.selection.rescore_every
-            f += n_seeds * steps * step_f
+    for bench, n in s.sizes.items():
+        c, task = s.nets["faces" if bench == "casia_face" else "persons"], benchmark_task(p, bench)
+        steps = train_steps(p, bench, n["images"])
+        for name in [*p.variants, *p.syn_variants]:
+            f += n_seeds * steps * _train_step_flops(p, p.variant(name), task, c)
             runs += n_seeds
-        peak = max(peak, weights(c.params, c.params) + (batch + sec.syn_per_batch) * c.activations)
-    out.append(StageCost("train", runs, f, peak, f"{n_seeds} seed(s) x variants x benchmarks"))
-    return out
+        peak = max(peak, _weights(c.params, c.params) + (task.real_batch() + task.p.syn_per_batch) * c.activations)
+    return StageCost("train", runs, f, peak, f"{n_seeds} seed(s) x variants x benchmarks")
 
 
-def _trained_steps(params: Params) -> list[int]:
-    """The denoising steps the RL update trains on (the sampler's schedule, rl.min_sigma_ratio)."""
-    from rgsyn.generator.architecture import build_scheduler
+def _train_step_flops(params: Params, variant, task, c: NetCost) -> float:
+    """One optimizer step of a `train` run: the real batch and the synthetic samples forward +
+    backward; lookahead adds its candidates' two forwards and the virtual step every `rescore_every`."""
+    from rgsyn.selection import build_selector
+
+    batch, syn = task.real_batch(), task.p.syn_per_batch
+    step_f = (batch + (syn if variant.synthetic != "none" else 0)) * (c.forward + c.backward)
+    if variant.selection == "lookahead":
+        sel = build_selector(variant.selection, params.selection)
+        vb = sel.virtual_rows(batch)
+        step_f += (2 * sel.n_candidates(syn) * c.forward + vb * (c.forward + c.backward)) / params.selection.rescore_every
+    return step_f
+
+
+def train_steps(params: Params, benchmark: str, n_images: int) -> int:
+    """Optimizer steps of one `train` run of `benchmark` on `n_images` real images: its task's
+    `steps` (rgsyn.downstream.tasks.benchmark_task, the task the train stage trains by)."""
+    from rgsyn.downstream.tasks import benchmark_task
+
+    return benchmark_task(params, benchmark).steps(n_images)
+
+
+def rl_trained_step_count(params: Params) -> int:
+    """Denoising steps every RL update trains on (rgsyn.rl.rollout.trained_step_count of the eligible ones)."""
+    from rgsyn.rl.rollout import trained_step_count
+
+    return trained_step_count(len(rl_eligible_steps(params)), params.rl.train_timesteps)
+
+
+def rl_eligible_steps(params: Params) -> list[int]:
+    """The denoising steps the RL update may train on, as the rl stage finds them: the sampler's
+    schedule (the prior's scheduler, rgsyn.generator.prior.built_scheduler) under rl.min_sigma_ratio."""
+    from rgsyn.generator.prior import built_scheduler
     from rgsyn.generator.sampler import PolicySampler
     from rgsyn.rl.dpok import well_conditioned_steps
 
     sp = params.sampler
     with torch.device("meta"):
         stub = torch.nn.Linear(1, 1)   # the schedule needs no network; the sampler only holds it
-    pp = params.prior   # the scheduler the prior stage gives the bundle (rgsyn/generator/prior.py)
-    scheduler = (build_scheduler(pp.num_train_timesteps, beta_schedule="linear", clip_sample=False)
-                 if pp.pretrained else build_scheduler(pp.num_train_timesteps, prediction_type=pp.prediction_type))
-    sampler = PolicySampler(stub, scheduler, None, sp.num_inference_steps, sp.eta, sp.guidance_scale)
+    sampler = PolicySampler(stub, built_scheduler(params.prior), None, sp.num_inference_steps, sp.eta,
+                            sp.guidance_scale)
     return well_conditioned_steps(sampler.sigmas, params.rl.min_sigma_ratio)
-
-
-def _epochs(params: Params, domain: str) -> int:
-    return params.encoder.epochs or (params.reid.epochs if domain == "persons" else params.face.epochs)
-
-
-def _batch(params: Params, domain: str) -> int:
-    return params.reid.P * params.reid.K if domain == "persons" else params.face.batch_size
 
 
 # ------------------------------------------------------------------------------------ table

@@ -182,6 +182,12 @@ class LookaheadSelection(Selector):
     def n_candidates(self, syn_per_batch: int) -> int:
         return syn_per_batch * self.params.candidate_multiplier
 
+    def virtual_rows(self, n_real: int) -> int:
+        """Real images in the virtual step for a real batch of `n_real`: `virtual_batch`, or all when
+        that is 0 or not smaller."""
+        vb = self.params.virtual_batch
+        return vb if 0 < vb < n_real else n_real
+
     # -- which parameters the virtual step covers
     def _make_plan(self, net: nn.Module, x: Tensor, y: Tensor, state: dict[str, Tensor]) -> dict[str, Any]:
         head = getattr(net, "selection_head", None)
@@ -337,8 +343,8 @@ class LookaheadSelection(Selector):
             every = self.params.rescore_every
             refresh = self._delta is None or step - self._delta_step >= every or step < self._delta_step
             if refresh:
-                vb = self.params.virtual_batch
-                if 0 < vb < x_r.shape[0]:
+                vb = self.virtual_rows(x_r.shape[0])
+                if vb < x_r.shape[0]:
                     # an evenly strided subset: a P x K batch keeps one image of (almost) every identity
                     idx = torch.arange(0, x_r.shape[0], x_r.shape[0] / vb).long()[:vb].to(x_r.device)
                     x_r, y_r = x_r[idx], y_r[idx]

@@ -78,3 +78,79 @@ def test_cli_estimate_runs_on_the_paper_profile(tmp_path, capsys):
     # DiT-XL/2 with 50 CFG steps dominates: RL and generation are most of the compute
     assert rows["rl"]["PFLOP"] + rows["generate"]["PFLOP"] > 0.8 * rows["total"]["PFLOP"]
     assert rows["total"]["peak GiB/GPU"] < 141   # fits one H200
+
+
+# ------------------------------------------------- the estimate's work equals the stages' work
+def _labelled(n_per_label: list[int], side: tuple[int, int]):
+    from rgsyn.downstream.datasets import LabelledImages
+
+    labels = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(n_per_label)])
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (len(labels), 3, *side), generator=g, dtype=torch.uint8)
+    return LabelledImages(images, labels, camids=torch.zeros_like(labels), pids=labels.clone())
+
+
+@pytest.mark.parametrize("bench,counts,epochs", [
+    ("casia_face", [5, 4, 6, 3], 2),        # 18 images, batch 4: 4 batches an epoch, one image left over
+    ("casia_face", [2, 1], 3),              # fewer images than a batch: one short batch an epoch
+    ("market1501", [4, 4, 6, 2, 4, 4], 2),  # 12 chunks of K=2 over 6 ids, P=2: 6 PK batches an epoch
+])
+def test_train_steps_equal_the_optimizer_steps_of_a_training_run(bench, counts, epochs):
+    import dataclasses
+
+    from rgsyn.downstream import engine
+    from rgsyn.downstream.tasks import benchmark_task
+    from rgsyn.estimate import train_steps
+
+    params = config.from_dict({"device": "cpu"})
+    params.face = dataclasses.replace(params.face, size=16, epochs=epochs, batch_size=4, embedding_dim=8, width=4)
+    params.reid = dataclasses.replace(params.reid, backbone="osnet_x0_25", height=32, width=16, epochs=epochs,
+                                      P=2, K=2, warmup_epochs=1)
+    task = benchmark_task(params, bench)
+    side = (16, 16) if bench == "casia_face" else (32, 16)
+    data = _labelled(counts, side)
+    seen = []
+    _, info = engine.train(task, data, len(counts), 0, progress=False, on_step=lambda s, rec: seen.append(s))
+    expected = train_steps(params, bench, len(data))
+    assert info["steps"] == len(info["history"]) == len(seen) == expected
+    assert info["completed"] and expected >= epochs
+
+
+@pytest.mark.parametrize("min_sigma_ratio,train_timesteps,minibatches", [(0.0, 0, 1), (0.3, 0, 2), (0.0, 2, 1)])
+def test_rl_trained_steps_equal_what_the_update_trains_on(min_sigma_ratio, train_timesteps, minibatches):
+    from rgsyn.config import LoraParams
+    from rgsyn.estimate import rl_trained_step_count
+    from rgsyn.generator.lora import attach_lora
+    from rgsyn.generator.prior import built_scheduler
+    from rgsyn.generator.sampler import PolicySampler
+    from rgsyn.precision import Precision
+    from rgsyn.rl.dpok import well_conditioned_steps
+    from rgsyn.rl.rollout import plan_step, roll_out
+    from rgsyn.rl.update import policy_update
+    from test_generator_dit import identity_bundle
+
+    params = config.from_dict({
+        "prior": {"num_train_timesteps": 100},
+        "sampler": {"num_inference_steps": 5, "eta": 1.0, "guidance_scale": 2.0},
+        "rl": {"min_sigma_ratio": min_sigma_ratio, "train_timesteps": train_timesteps,
+               "minibatches": minibatches, "inner_epochs": 2}})
+    rl, sp = params.rl, params.sampler
+    b = identity_bundle(seed=5)
+    b.scheduler = built_scheduler(params.prior)   # the toy prior's scheduler, as the prior stage builds it
+    lora = attach_lora(b.transformer, LoraParams(rank=2, alpha=2.0))
+    sampler = PolicySampler(b.transformer, b.scheduler, b.autoencoder, sp.num_inference_steps, sp.eta,
+                            sp.guidance_scale)
+    eligible = well_conditioned_steps(sampler.sigmas, rl.min_sigma_ratio)   # as the rl stage finds them
+    plan = plan_step(0, 0, 4, 2, 2, eligible, rl.train_timesteps, rl.minibatches)
+    traj = roll_out(sampler, plan)
+    calls = []
+    step_mean_std = sampler.step_mean_std
+    sampler.step_mean_std = lambda x, i, y: calls.append(i) or step_mean_std(x, i, y)
+    policy_update(sampler, torch.optim.Adam(lora, lr=1e-3), lora, traj, torch.tensor([1.0, -1.0, 0.5, -0.5]),
+                  plan.local_labels, plan.trained_steps, plan.chunks, rl, Precision("fp32", torch.device("cpu")))
+    n_trained = rl_trained_step_count(params)
+    assert len(set(calls)) == n_trained == len(plan.trained_steps)
+    # policy and reference forward per trained step, minibatch and inner epoch
+    assert len(calls) == 2 * n_trained * rl.minibatches * rl.inner_epochs
+    if min_sigma_ratio > 0 or train_timesteps > 0:
+        assert n_trained < sp.num_inference_steps

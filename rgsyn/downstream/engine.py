@@ -78,6 +78,17 @@ class Task:
         """(total optimizer steps, warm-up steps)."""
         raise NotImplementedError
 
+    def real_batch(self) -> int:
+        """Real images per optimizer step on one process."""
+        raise NotImplementedError
+
+    def steps(self, n_images: int) -> int:
+        """Optimizer steps of a run on `n_images` real images, sized from the count alone (what
+        `rgsyn estimate` counts): `schedule` of n_images // `real_batch` batches per epoch, at least 1.
+        On one process that is the exact count of `RandomBatches`, and an upper bound of `PKSampler`'s
+        (equal when every identity has a multiple of K images and P divides their number)."""
+        return self.schedule(max(1, n_images // self.real_batch()))[0]
+
     def augment(self, images: torch.Tensor, gen: torch.Generator, erasing: nn.Module | None) -> torch.Tensor:
         raise NotImplementedError
 

@@ -147,10 +147,13 @@ class FaceTask(Task):
         return torch.optim.SGD(net.parameters(), lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
 
     def batch_source(self, train: LabelledImages, seed: int, rank: int, world: int) -> RandomBatches:
-        return RandomBatches(len(train), self.p.batch_size, seed, rank, world)
+        return RandomBatches(len(train), self.real_batch(), seed, rank, world)
 
     def schedule(self, steps_per_epoch: int) -> tuple[int, int]:
         return steps_per_epoch * self.p.epochs, 0
+
+    def real_batch(self) -> int:
+        return self.p.batch_size
 
     def augment(self, images, gen, erasing):
         return augment(images, gen, erasing)

@@ -145,6 +145,9 @@ class ReidTask(Task):
     def schedule(self, steps_per_epoch: int) -> tuple[int, int]:
         return steps_per_epoch * self.p.epochs, steps_per_epoch * self.p.warmup_epochs
 
+    def real_batch(self) -> int:
+        return self.p.P * self.p.K
+
     def augment(self, images, gen, erasing):
         return augment(images, gen, erasing)
 

@@ -29,8 +29,7 @@ def load_pretrained(pp) -> GeneratorBundle:
     try:
         scheduler = DDIMScheduler.from_pretrained(pp.pretrained, subfolder="scheduler")
     except (OSError, ValueError):
-        # DiT was trained with a linear beta schedule over 1000 steps (Peebles & Xie 2023)
-        scheduler = architecture.build_scheduler(pp.num_train_timesteps, beta_schedule="linear", clip_sample=False)
+        scheduler = built_scheduler(pp)
     return GeneratorBundle(transformer, architecture.policy_scheduler(scheduler, latent=autoencoder.kind == "vae"),
                            autoencoder)
 
@@ -46,5 +45,12 @@ def build_toy(pp, n_classes: int) -> GeneratorBundle:
     from dataclasses import replace
 
     transformer = architecture.build_dit(replace(arch, num_classes=n_classes))
-    scheduler = architecture.build_scheduler(pp.num_train_timesteps, prediction_type=pp.prediction_type)
-    return GeneratorBundle(transformer, scheduler, PixelAutoencoder())
+    return GeneratorBundle(transformer, built_scheduler(pp), PixelAutoencoder())
+
+
+def built_scheduler(pp):
+    """The DDIM scheduler built from `prior` params: for a pretrained DiT without a scheduler config of
+    its own, DiT's linear beta schedule (Peebles & Xie 2023); for the toy prior, `prior.prediction_type`."""
+    if pp.pretrained:
+        return architecture.build_scheduler(pp.num_train_timesteps, beta_schedule="linear", clip_sample=False)
+    return architecture.build_scheduler(pp.num_train_timesteps, prediction_type=pp.prediction_type)

@@ -47,6 +47,12 @@ def check_plan(eligible: list[int], min_sigma_ratio: float, ids_per_step: int, w
                           f"{world} processes (each rank rolls out whole identity groups); use a multiple of {world}")
 
 
+def trained_step_count(n_eligible: int, train_timesteps: int) -> int:
+    """How many denoising steps an update trains on: all ``n_eligible`` well-conditioned ones, or
+    ``train_timesteps`` of them when that is positive and smaller (``rl.train_timesteps``)."""
+    return n_eligible if train_timesteps <= 0 else min(n_eligible, train_timesteps)
+
+
 def plan_step(seed: int, step: int, n_ids: int, ids_per_step: int, samples_per_id: int,
               eligible: list[int], train_timesteps: int, minibatches: int, rank: int = 0,
               world: int = 1) -> StepPlan:
@@ -59,7 +65,7 @@ def plan_step(seed: int, step: int, n_ids: int, ids_per_step: int, samples_per_i
     local_labels = local_ids.repeat_interleave(samples_per_id)
     n_local = local_labels.numel()
     rollout_seed = distributed.rank_seed(int(rng.integers(2 ** 62)), rank)
-    n_train = len(eligible) if train_timesteps <= 0 else min(len(eligible), train_timesteps)
+    n_train = trained_step_count(len(eligible), train_timesteps)
     trained = sorted(eligible[j] for j in rng.choice(len(eligible), size=n_train, replace=False))
     chunks = torch.from_numpy(rng.permutation(n_local)).chunk(max(1, min(minibatches, n_local)))
     return StepPlan(ids, ids.repeat_interleave(samples_per_id), local_ids, local_labels,

@@ -19,18 +19,8 @@ import dataclasses
 import torch
 
 from rgsyn.downstream.encoder import save_identity_encoder
+from rgsyn.downstream.tasks import domain_task
 from rgsyn.errors import CheckpointError
-
-
-def _domain_task(params, domain: str):
-    """The task of a domain, with `encoder.epochs` (when set) and no synthetic samples."""
-    from rgsyn.downstream.face import FaceTask
-    from rgsyn.downstream.reid import ReidTask
-
-    task_cls, section = (ReidTask, params.reid) if domain == "persons" else (FaceTask, params.face)
-    if params.encoder.epochs:
-        section = dataclasses.replace(section, epochs=params.encoder.epochs)
-    return task_cls(dataclasses.replace(section, syn_per_batch=0))
 
 
 def training_set(params, task, domain: str):
@@ -59,7 +49,7 @@ def run(params, domain: str) -> dict:
 
     if domain not in paths.DOMAINS:
         raise CheckpointError(f"encoder: unknown domain {domain!r}; choose one of {list(paths.DOMAINS)}")
-    task = _domain_task(params, domain)
+    task = domain_task(params, domain)
     config = dataclasses.asdict(task.p)
     data, num_classes = training_set(params, task, domain)
     out = {}

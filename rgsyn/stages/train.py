@@ -27,7 +27,8 @@ import time
 import torch
 
 from rgsyn import distributed, io, paths, tracking
-from rgsyn.errors import ConfigError, RgsynError
+from rgsyn.downstream.tasks import benchmark_task
+from rgsyn.errors import RgsynError
 from rgsyn.precision import Precision
 
 
@@ -87,19 +88,6 @@ class _StepLogger:
         self.buf = []
 
 
-def task_for(params, benchmark: str):
-    """The downstream task of `benchmark`: faces (CosFace, `face` params) for casia_face, else person re-ID."""
-    if benchmark not in paths.TRAINED_BENCHMARKS:
-        raise ConfigError(f"train: unknown benchmark {benchmark!r}; choose one of {list(paths.TRAINED_BENCHMARKS)}")
-    if benchmark == "casia_face":
-        from rgsyn.downstream.face import FaceTask
-
-        return FaceTask(params.face)
-    from rgsyn.downstream.reid import ReidTask
-
-    return ReidTask(params.reid)
-
-
 def train_and_evaluate(params, benchmark: str, variant: str, seed: int, run=None, progress: bool = True,
                        stop_after_epoch: int | None = None) -> dict | None:
     """The stage without MLflow set-up (tests call it). Returns the run metrics (None if stopped).
@@ -108,7 +96,7 @@ def train_and_evaluate(params, benchmark: str, variant: str, seed: int, run=None
     evaluates and writes the outputs, and every rank returns rank 0's metrics."""
     from rgsyn import threads
 
-    task = task_for(params, benchmark)
+    task = benchmark_task(params, benchmark)
     was = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True, warn_only=True)
     # Deterministic mode also fills every tensor that torch.empty allocates, op outputs included,
@@ -169,7 +157,7 @@ def run(params, benchmark: str, variant: str, seed: int) -> dict:
     with tracking.stage_run(params, "train", run_name=f"train-{benchmark}-{variant}-seed{seed}",
                             extra_tags={"rgsyn.benchmark": benchmark, "rgsyn.variant": variant,
                                         "rgsyn.seed": str(seed)}) as run:
-        task = task_for(params, benchmark)
+        task = benchmark_task(params, benchmark)
         tracking.log_params_section(run, params, task.name, "selection")
         run.log_params({"variant": variant, "seed": seed, "benchmark": benchmark,
                         "variant_def": dataclasses.asdict(params.variant(variant))})
