@@ -242,6 +242,8 @@ def test_controls_open_the_report(benches, tmp_path):
     paper = control_rows(benches, "paper")
     assert first_line(paper, "paper").startswith("Profile paper: real data has no oracle")
     assert {r.reading for r in paper if r.control.toy_only} == {"not applicable"}
+    pt = table_controls(paper, "paper")                     # a not-applicable row has the header's width
+    assert pt.df.iloc[0]["Suite Δ ± 95% CI"] == "not applicable" and pt.df.iloc[0]["Reading"] == "not applicable"
 
 
 def test_a_failed_positive_control_voids_the_run(tmp_path):

@@ -128,7 +128,7 @@ def table_controls(rows: list[ControlRow], profile: str) -> Table:
         label = [r.control.role, DATASET_NAMES[bn], f"{r.control.better} − {r.control.than}, {METRICS[bn][k][0]}",
                  r.control.expected]
         if r.result is None:
-            lines.append(label + [NOT_APPLICABLE] + [DASH] * 5 + [NOT_APPLICABLE, DASH])
+            lines.append(label + [NOT_APPLICABLE] + [DASH] * 4 + [NOT_APPLICABLE, DASH])
             continue
         res = r.result
         lines.append(label + [diff_cell(res, dec), seeds_cell(res, dec), str(res.n), fmt_p(res.p),
