@@ -9,8 +9,9 @@ whose environment is set before torch loads, at the smoke test's pinned 2 thread
     isa-<cap>   ATEN_CPU_CAPABILITY=<cap> ('default-path': unset), the smoke's own seeds: a stand-in
                 for another machine
     env-<name>  any other environment (--env), e.g. MKL_CBWR / ONEDNN_MAX_CPU_ISA pins
-    seed-<s>    the machine's default code path, generator_seed=s and downstream seeds 2s, 2s+1
-                (renamed seed0, seed1 so that they line up with the goldens' keys)
+    seed-<s>    the machine's default code path, generator_seed=s and downstream seeds 10s, 10s+1, ...
+                for `seeds` then `control_seeds` (renamed to the smoke's own seed names, so that
+                they line up with the goldens' keys)
 
 and writes every run's flattened metrics to OUT/<config>.json (a run already there is reused: delete
 it to re-measure). The metrics checked are those of metrics.json plus the within-run comparisons of
@@ -72,11 +73,12 @@ def run_one(out: Path, generator_seed: int) -> None:
 
     work = prepare(out / "work")
     params = yaml.safe_load((work / "params.yaml").read_text())
-    base = list(params["seeds"])
-    shift = {f"seed{2 * generator_seed + i}": f"seed{s}" for i, s in enumerate(base)}
+    n_seeds, base = len(params["seeds"]), [*params["seeds"], *params.get("control_seeds", [])]
+    new = [10 * generator_seed + i for i in range(len(base))]
+    shift = {f"seed{n}": f"seed{s}" for n, s in zip(new, base)}
     if generator_seed:
         params["generator_seed"] = generator_seed
-        params["seeds"] = [2 * generator_seed + i for i in range(len(base))]
+        params["seeds"], params["control_seeds"] = new[:n_seeds], new[n_seeds:]
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     t0 = time.perf_counter()
     timings = run_all(work)

@@ -78,7 +78,9 @@ class FaceWorld:
     # like CASIA-WebFace, which is mostly Caucasian, so that bias is measurable on the RFW-style set
     group_shares: list[float] = _list(0.1, 0.2, 0.6, 0.1)
     n_pairs: int = rng(20, None, 600)                     # pairs per verification set (10 folds)
-    n_rfw_pairs: int = rng(20, None, 400)                 # pairs per RFW group
+    # pairs per RFW group. 1200, not 400: the paired sd of the oracle's RFW gain over 6 seeds fell from
+    # 1.45 to 0.82 points with the same models evaluated on 1200 pairs (README, "The instrument")
+    n_rfw_pairs: int = rng(20, None, 1200)
     size: int = rng(16, None, 32)
 
 
@@ -280,6 +282,14 @@ class ReidParams:
     height: int = rng(16, None, 64)
     width: int = rng(8, None, 32)
     epochs: int = rng(1, None, 4)
+    # optimizer steps of a run; 0 = epochs x batches per epoch. Counted in steps, a run's length does
+    # not depend on the size of the real split (rgsyn.real_size sweeps it at a fixed step count).
+    # Toy: 96 (16 epochs of the toy Market), where the oracle gain is clear on every seed (README,
+    # "The instrument"); at the earlier 4 epochs (24 steps) real mAP was half its plateau
+    steps: int = rng(0, None, 96)
+    channels: int = rng(4, None, 32)           # small_resnet: channels of its first stage (w, 2w, 4w, 8w)
+    # decay of an exponential moving average of the weights, which is what gets evaluated; 0 = off
+    ema: float = rng(0.0, 1.0, 0.0)
     P: int = rng(1, None, 16)
     K: int = rng(1, None, 4)
     lr: float = rng(0.0, 1.0, 3e-3)      # paper: 3.5e-4
@@ -308,6 +318,9 @@ class FaceParams:
     pretrained: str = ""                # local ImageNet weights (torchvision format) for resnet50/18; "" = random
     size: int = rng(16, None, 32)
     epochs: int = rng(1, None, 8)
+    # optimizer steps of a run; 0 = epochs x batches per epoch. Toy: 192 (16 epochs of the toy CASIA)
+    steps: int = rng(0, None, 192)
+    ema: float = rng(0.0, 1.0, 0.0)            # as reid.ema
     batch_size: int = rng(1, None, 64)
     lr: float = rng(0.0, 10.0, 0.02)      # paper: 0.1
     momentum: float = rng(0.0, 1.0, 0.9)
@@ -346,18 +359,25 @@ class RealVariant:
 class SynVariant:
     """A row trained on real + synthetic data."""
 
-    synthetic: str = "rl-full"   # cold | rl-<key of rl.reward_variants> | oracle (toy/smoke only)
+    # cold | rl-<key of rl.reward_variants> | oracle (toy/smoke only) | real: no synthetic images;
+    # every synthetic slot of a batch takes another augmented draw of the real training split (the
+    # compute-matched control `real_plus`: what the larger batch alone gives)
+    synthetic: str = "rl-full"
     selection: str = one_of("none", "random", "lookahead", default="none")
     random_erasing: bool = False
+    # kept | shuffled: the synthetic set's identity labels permuted among the training identities,
+    # none keeping its own (the negative control `syn_shuffled`: right images, wrong labels)
+    labels: str = one_of("kept", "shuffled", default="kept")
 
 
 @dataclass
 class Variant:
     """The resolved view of either kind of row (what `Params.variant` returns)."""
 
-    synthetic: str = "none"      # none | cold | rl-<reward variant>
+    synthetic: str = "none"      # none | real | cold | rl-<reward variant> | oracle
     selection: str = "none"      # none | random | lookahead
     random_erasing: bool = False
+    labels: str = "kept"         # kept | shuffled
 
 
 def _default_variants() -> dict[str, RealVariant]:
@@ -373,8 +393,12 @@ def _default_syn_variants() -> dict[str, SynVariant]:
         "ours_no_cov": SynVariant(synthetic="rl-no_cov", selection="lookahead"),
         "ours_no_exp": SynVariant(synthetic="rl-no_exp", selection="lookahead"),
         "ours_random_sel": SynVariant(synthetic="rl-full", selection="random"),
-        # the ceiling only a procedural world gives: new renders of the training identities
+        # the controls (rgsyn.report.controls). Positive: the ceiling only a procedural world gives,
+        # new renders of the training identities; negative: the same renders with their identity
+        # labels permuted; compute-matched: the synthetic slots filled with real draws
         "syn_oracle": SynVariant(synthetic="oracle"),
+        "syn_shuffled": SynVariant(synthetic="oracle", labels="shuffled"),
+        "real_plus": SynVariant(synthetic="real"),
     }
 
 
@@ -398,6 +422,10 @@ class TrackingParams:
 class Params:
     profile: str = one_of("toy", "smoke", "paper", default="toy")
     seeds: list[int] = _list(0, 1, 2)            # downstream training seeds (one run per seed; verdicts are paired over them)
+    # more seeds for the control rows `real`, `syn_oracle` and `syn_shuffled` only (`seeds_of`):
+    # resolving the positive control takes more seeds than the other rows can afford, and the
+    # negative control is held to the same power; disjoint from `seeds`
+    control_seeds: list[int] = _list(3, 4, 5, 6, 7)
     generator_seed: int = rng(0, None, 0)         # seed of the prior, cold-start and RL stages
     device: str = one_of("auto", "cpu", "cuda", default="auto")
     compute: ComputeParams = field(default_factory=ComputeParams)
@@ -425,9 +453,14 @@ class Params:
             return Variant(random_erasing=self.variants[name].random_erasing)
         if name in self.syn_variants:
             v = self.syn_variants[name]
-            return Variant(synthetic=v.synthetic, selection=v.selection, random_erasing=v.random_erasing)
+            return Variant(synthetic=v.synthetic, selection=v.selection, random_erasing=v.random_erasing,
+                           labels=v.labels)
         raise ConfigError(f"unknown variant {name!r}; defined in variants: {sorted(self.variants)}, "
                           f"in syn_variants: {sorted(self.syn_variants)}")
+
+    def seeds_of(self, variant: str) -> list[int]:
+        """The seeds row `variant` trains on: `seeds`, plus `control_seeds` for the control rows."""
+        return [*self.seeds, *(self.control_seeds if variant in CONTROL_SEED_ROWS else [])]
 
     def generators(self) -> list[str]:
         """Every synthetic generator: 'cold', 'rl-<reward variant>' and, where the toy world exists
@@ -504,6 +537,12 @@ def _build(cls: type, raw: dict, prefix: str = "") -> Any:
 # Trained benchmarks and their generator domain (rgsyn.paths.DOMAIN_OF without rfw_bias).
 DOMAIN_OF_TRAINED = {"market1501": "persons", "cuhk03": "persons", "casia_face": "faces"}
 
+# `syn_variants.<row>.synthetic` of the compute-matched control: real draws in the synthetic slots
+REAL_DRAWS = "real"
+# The rows of the toy controls that also train on `control_seeds`: both sides of the positive control
+# (syn_oracle - real), and the negative control (syn_shuffled - real) at the same power
+CONTROL_SEED_ROWS = ("real", "syn_oracle", "syn_shuffled")
+
 # Mappings that an overlay replaces whole instead of merging into (their keys are row names).
 REPLACED_MAPPINGS = ("variants", "syn_variants", "reward_variants", "oracle")
 
@@ -530,10 +569,13 @@ def from_dict(raw: dict | None) -> Params:
                 f"syn_variants.{name}.synthetic: 'oracle' needs the toy world (data.world: true); with real "
                 "data there is no renderer of the training identities, so the oracle row is not applicable: "
                 f"remove syn_variants.{name}")
-        if v.synthetic not in params.generators():
+        if v.synthetic not in [*params.generators(), REAL_DRAWS]:
             raise ConfigError(
                 f"syn_variants.{name}.synthetic: value {v.synthetic!r} is not allowed; choose one of "
-                f"{params.generators()} ('rl-<name>' with <name> a key of rl.reward_variants)")
+                f"{[*params.generators(), REAL_DRAWS]} ('rl-<name>' with <name> a key of rl.reward_variants)")
+        if v.synthetic == REAL_DRAWS and (v.labels != "kept" or v.selection != "none"):
+            raise ConfigError(f"syn_variants.{name}: synthetic 'real' (real draws in the synthetic slots) "
+                              "takes labels: kept and selection: none")
     both = sorted(set(params.variants) & set(params.syn_variants))
     if both:
         raise ConfigError(f"variant {both[0]!r} is defined in both variants and syn_variants")
@@ -547,6 +589,13 @@ def from_dict(raw: dict | None) -> Params:
                           f"pairs from {DOMAIN_OF_TRAINED}")
     if not params.seeds:
         raise ConfigError("seeds: expected at least one seed, got []")
+    for key in ("seeds", "control_seeds"):
+        seen = getattr(params, key)
+        if len(set(seen)) != len(seen):
+            raise ConfigError(f"{key}: value {seen} repeats a seed")
+    if set(params.seeds) & set(params.control_seeds):
+        raise ConfigError(f"control_seeds: value {params.control_seeds} shares seeds with seeds {params.seeds}; "
+                          "the control rows train on both lists, so they must be disjoint")
     for domain in params.coldstart.image_size:
         if domain not in ("persons", "faces"):
             raise ConfigError(f"coldstart.image_size.{domain}: unknown domain; allowed keys: ['faces', 'persons']")

@@ -176,7 +176,7 @@ def backbone_costs(params: Params, kind: str, num_classes: int, bpe: int) -> Net
             from rgsyn.downstream.reid import build_reid_model
 
             p = params.reid
-            net = build_reid_model(p.backbone, num_classes, p.height, p.width, "")
+            net = build_reid_model(p.backbone, num_classes, p.height, p.width, "", p.channels)
             shape = (BATCH, 3, p.height, p.width)
 
             def loss(m, x, y):
@@ -342,16 +342,18 @@ def _generate_cost(s: _Shared) -> StageCost:
 def _train_cost(s: _Shared) -> StageCost:
     from rgsyn.downstream.tasks import benchmark_task
 
-    p, n_seeds = s.params, len(s.params.seeds)
+    p = s.params
     f, runs, peak = 0.0, 0, 0.0
     for bench, n in s.sizes.items():
         c, task = s.nets["faces" if bench == "casia_face" else "persons"], benchmark_task(p, bench)
         steps = train_steps(p, bench, n["images"])
         for name in [*p.variants, *p.syn_variants]:
+            n_seeds = len(p.seeds_of(name))
             f += n_seeds * steps * _train_step_flops(p, p.variant(name), task, c)
             runs += n_seeds
         peak = max(peak, _weights(c.params, c.params) + (task.real_batch() + task.p.syn_per_batch) * c.activations)
-    return StageCost("train", runs, f, peak, f"{n_seeds} seed(s) x variants x benchmarks")
+    extra = f" (+{len(p.control_seeds)} for the control rows)" if p.control_seeds else ""
+    return StageCost("train", runs, f, peak, f"{len(p.seeds)} seed(s){extra} x variants x benchmarks")
 
 
 def _train_step_flops(params: Params, variant, task, c: NetCost) -> float:

@@ -20,7 +20,7 @@ def _reid_runs(seed: int):
     from rgsyn.downstream.reid import train_reid
     from rgsyn.selection import build_selector
 
-    p = dataclasses.replace(Params().reid, backbone="osnet_x0_25", height=32, width=16, epochs=2, P=4, K=2,
+    p = dataclasses.replace(Params().reid, backbone="osnet_x0_25", height=32, width=16, epochs=2, steps=0, P=4, K=2,
                             warmup_epochs=0, syn_per_batch=4)
     real, syn = _set(8, 3, (3, 32, 16), 0), _set(8, 2, (3, 32, 16), 1)
     out = {"real": train_reid(real, 8, p, seed, progress=False)[1],
@@ -49,7 +49,7 @@ def test_face_variants_of_one_seed_share_initial_weights_and_real_batches():
     from rgsyn.downstream.face import train_face
     from rgsyn.selection import build_selector
 
-    p = dataclasses.replace(Params().face, size=16, epochs=2, batch_size=8, embedding_dim=16, syn_per_batch=4)
+    p = dataclasses.replace(Params().face, size=16, epochs=2, steps=0, batch_size=8, embedding_dim=16, syn_per_batch=4)
     real, syn = _set(6, 4, (3, 16, 16), 0), _set(6, 2, (3, 16, 16), 1)
     a = train_face(real, 6, p, 2, progress=False)[1]
     b = train_face(real, 6, p, 2, synthetic=syn, progress=False)[1]

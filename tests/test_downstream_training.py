@@ -20,9 +20,9 @@ def tiny_params(world: Path) -> Params:
     dp = p.data.paths
     dp.market1501, dp.cuhk03 = str(world / "market1501"), str(world / "cuhk03")
     dp.casia_face, dp.verification, dp.rfw_bias = str(world / "casia"), str(world / "verification"), str(world / "rfw")
-    p.reid = dataclasses.replace(p.reid, backbone="osnet_x0_25", height=32, width=16, epochs=2, P=4, K=2,
+    p.reid = dataclasses.replace(p.reid, backbone="osnet_x0_25", height=32, width=16, epochs=2, steps=0, P=4, K=2,
                                  warmup_epochs=1, syn_per_batch=4, eval_batch_size=64)
-    p.face = dataclasses.replace(p.face, size=16, epochs=2, batch_size=16, embedding_dim=16, syn_per_batch=4)
+    p.face = dataclasses.replace(p.face, size=16, epochs=2, steps=0, batch_size=16, embedding_dim=16, syn_per_batch=4)
     return p
 
 
@@ -322,3 +322,36 @@ def test_small_resnet_reid_backbone_follows_torchreid_convention(tmp_path):
     assert not torch.equal(before, net.backbone.classifier.weight)
     with pytest.raises(CheckpointError, match="small_resnet backbone has no ImageNet weights"):
         build_reid_model("small_resnet", 5, 64, 32, pretrained=str(tmp_path / "w.pt"))
+
+
+def test_ema_is_what_gets_evaluated_and_it_resumes_after_kill(world, workdir):
+    from rgsyn.downstream.face import FaceTask, train_face
+    from rgsyn.stages.train import train_and_evaluate
+
+    p = tiny_params(world)
+    data = FaceTask(p.face).load(p, "casia_face", None)
+    net, info = train_face(data.train, data.num_classes, p.face, 0, progress=False)
+    ema_net, ema_info = train_face(data.train, data.num_classes, dataclasses.replace(p.face, ema=0.9), 0,
+                                   progress=False)
+    # the average does not change the training, only the weights that are returned
+    assert [r["loss"] for r in ema_info["history"]] == [r["loss"] for r in info["history"]]
+    w, w_ema = net.state_dict(), ema_net.state_dict()
+    assert w.keys() == w_ema.keys() and any(not torch.equal(w[k], w_ema[k]) for k in w)
+
+    p.face = dataclasses.replace(p.face, ema=0.9)
+    full = train_and_evaluate(p, "casia_face", "real", 0, progress=False)
+    paths.run_metrics("casia_face", "real", 0).unlink()
+    assert train_and_evaluate(p, "casia_face", "real", 0, progress=False, stop_after_epoch=1) is None
+    assert _strip(train_and_evaluate(p, "casia_face", "real", 0, progress=False)) == _strip(full)
+
+
+def test_real_plus_and_steps_through_the_train_stage(world, workdir):
+    from rgsyn.stages.train import train_and_evaluate
+
+    p = tiny_params(world)
+    p.reid = dataclasses.replace(p.reid, steps=5)
+    real = train_and_evaluate(p, "market1501", "real", 0, progress=False)
+    plus = train_and_evaluate(p, "market1501", "real_plus", 0, progress=False)
+    assert plus["n_synthetic_used"] == 5 * p.reid.syn_per_batch and real["n_synthetic_used"] == 0
+    assert plus["n_synthetic_available"] == plus["n_real"] == real["n_real"]
+    assert len(paths.train_curve("market1501", "real_plus", 0).read_text().splitlines()) == 1 + 5

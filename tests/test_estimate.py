@@ -103,8 +103,8 @@ def test_train_steps_equal_the_optimizer_steps_of_a_training_run(bench, counts, 
     from rgsyn.estimate import train_steps
 
     params = config.from_dict({"device": "cpu"})
-    params.face = dataclasses.replace(params.face, size=16, epochs=epochs, batch_size=4, embedding_dim=8, width=4)
-    params.reid = dataclasses.replace(params.reid, backbone="osnet_x0_25", height=32, width=16, epochs=epochs,
+    params.face = dataclasses.replace(params.face, size=16, epochs=epochs, steps=0, batch_size=4, embedding_dim=8, width=4)
+    params.reid = dataclasses.replace(params.reid, backbone="osnet_x0_25", height=32, width=16, epochs=epochs, steps=0,
                                       P=2, K=2, warmup_epochs=1)
     task = benchmark_task(params, bench)
     side = (16, 16) if bench == "casia_face" else (32, 16)

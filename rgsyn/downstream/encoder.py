@@ -58,7 +58,8 @@ def _build(kind: str, config: dict, num_classes: int) -> nn.Module:
     if kind == "reid":
         from rgsyn.downstream.reid import build_reid_model
 
-        return build_reid_model(config["backbone"], num_classes, config["height"], config["width"], "")
+        return build_reid_model(config["backbone"], num_classes, config["height"], config["width"], "",
+                                config.get("channels", 32))
     if kind == "face":
         from rgsyn.config import FaceParams
         from rgsyn.downstream.face import build_face_model

@@ -8,7 +8,8 @@ In the spirit of torchreid's `Engine`: the loop is written once, and a `Task` (r
   indices, e.g. `PKSampler` or `RandomBatches`), augmentation (`augment`);
 - loss (`forward` under autocast, then `criterion`, which returns the loss and its named parts);
 - training length (`schedule`: total optimizer steps and warm-up steps; the lr follows
-  `warmup_cosine` over that count);
+  `warmup_cosine` over that count); with `ema` > 0 in the params section, the model returned for
+  evaluation is the exponential moving average of the weights (rgsyn.downstream.loop.weight_average);
 - data and evaluation for the `train` stage (`training_set`, `load`, `evaluate`, `extra_metrics`).
 
 Every step: a batch of real images from the batch source (augmented from the epoch's `real_aug`
@@ -134,6 +135,7 @@ class Engine:
         self.net, self.opt = self.acc.prepare(net, opt)
         self.loss_fn = task.criterion(num_classes, self.dev)
         self.mix = loop.SyntheticMix.build(synthetic, task.p, selector)
+        self.ema = loop.weight_average(self.acc.unwrap_model(self.net), getattr(task.p, "ema", 0.0))
         # common-random-numbers fingerprints: equal across the variants of one seed (tests check it)
         self.init_sha, self.real_sha = hashlib.sha256(), hashlib.sha256()
         loop.hash_update(self.init_sha, *self.net.state_dict().values())
@@ -161,6 +163,8 @@ class Engine:
         self.prec.backward(loss, self.acc)
         self.prec.step(self.opt, accelerator=self.acc)
         self.sched.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.acc.unwrap_model(self.net))
         distributed.rank_log("train", {"step": step, "real": idx.tolist()})
         return {"step": step, "epoch": epoch, "loss": mean[0].item(),
                 **{k: mean[1 + i].item() for i, k in enumerate(parts)},
@@ -175,7 +179,7 @@ class Engine:
 
         per_epoch = len(self.source)
         start_epoch, history, n_syn_used = loop.restore(checkpointer, self.net, self.opt, self.sched,
-                                                        self.selector, per_epoch)
+                                                        self.selector, per_epoch, self.ema)
         t0 = time.perf_counter()
         self.net.train()
         step, epoch = start_epoch * per_epoch, start_epoch
@@ -194,7 +198,7 @@ class Engine:
                 bar.set_postfix(loss=f"{rec['loss']:.3f}")
             stopping = stop_after_epoch is not None and epoch + 1 >= stop_after_epoch
             loop.save(checkpointer, epoch, self.net, self.opt, self.sched, self.selector, history, n_syn_used,
-                      force=stopping)
+                      force=stopping, ema=self.ema)
             if stopping:
                 break
             epoch += 1
@@ -202,8 +206,8 @@ class Engine:
         return self._finish(t0, history, n_syn_used, step)
 
     def _finish(self, t0: float, history: list, n_syn_used: int, step: int) -> tuple[nn.Module, dict]:
-        self.net.eval()
-        net = self.acc.unwrap_model(self.net)
+        net = self.acc.unwrap_model(self.net) if self.ema is None else self.ema.module
+        net.eval()
         info = {"train_seconds": time.perf_counter() - t0, "history": history, "n_real": len(self.train),
                 "n_synthetic_used": n_syn_used, "steps": step, "completed": step >= self.total,
                 "init_sha256": self.init_sha.hexdigest(), "real_stream_sha256": self.real_sha.hexdigest(),

@@ -134,8 +134,8 @@ def augment(images: torch.Tensor, gen: torch.Generator, erasing: nn.Module | Non
 
 class FaceTask(Task):
     """Face recognition for the engine (rgsyn.downstream.engine): `FaceNet` with CosFace, SGD with
-    momentum, shuffled batches, cross-entropy on the margin logits, cosine over `epochs` x batches
-    per epoch (no warm-up)."""
+    momentum, shuffled batches, cross-entropy on the margin logits, cosine over `steps` optimizer
+    steps (0: `epochs` x batches per epoch; no warm-up)."""
 
     name = "face"
 
@@ -150,7 +150,7 @@ class FaceTask(Task):
         return RandomBatches(len(train), self.real_batch(), seed, rank, world)
 
     def schedule(self, steps_per_epoch: int) -> tuple[int, int]:
-        return steps_per_epoch * self.p.epochs, 0
+        return self.p.steps or steps_per_epoch * self.p.epochs, 0
 
     def real_batch(self) -> int:
         return self.p.batch_size

@@ -15,7 +15,8 @@ def _bare(net):
     return net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
 
 
-def restore(checkpointer, net, opt, sched, selector, steps_per_epoch: int | None = None) -> tuple[int, list, int]:
+def restore(checkpointer, net, opt, sched, selector, steps_per_epoch: int | None = None,
+            ema=None) -> tuple[int, list, int]:
     """Load the last epoch checkpoint (if any) into the training objects.
 
     Every rank loads it. A checkpoint made with another number of processes resumes too: the
@@ -38,6 +39,8 @@ def restore(checkpointer, net, opt, sched, selector, steps_per_epoch: int | None
         sched.step()
     if selector is not None:
         selector.load_state_dict(state.get("selector", {}))
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
     return state["epoch"], state["history"], state["n_syn_used"]
 
 
@@ -57,7 +60,7 @@ def checkpoint_due(checkpointer, force: bool = False) -> bool:
 
 
 def save(checkpointer, epoch: int, net, opt, sched, selector, history: list, n_syn_used: int,
-         force: bool = False) -> None:
+         force: bool = False, ema=None) -> None:
     """Checkpoint the state after `epoch` (0-based) so that a killed run resumes with epoch + 1;
     when `force`, or when it is due (`checkpoint_due`)."""
     if not checkpoint_due(checkpointer, force):
@@ -68,6 +71,8 @@ def save(checkpointer, epoch: int, net, opt, sched, selector, history: list, n_s
           "n_syn_used": n_syn_used, "world": len(rngs)}
     if selector is not None:
         ck["selector"] = selector.state_dict()
+    if ema is not None:
+        ck["ema"] = ema.state_dict()
     checkpointer.save(ck)
     checkpointer.saved_at = time.monotonic()
 
@@ -152,3 +157,14 @@ class SyntheticMix:
             keep = self.selector.select(net, (x, y), (xs, ys), step).to(dev)
             xs, ys = xs[keep], ys[keep]
         return torch.cat([x, xs]), torch.cat([y, ys]), len(ys)
+
+
+def weight_average(net, decay: float):
+    """An exponential moving average of `net`'s weights and buffers (batch-norm statistics too),
+    updated by `.update_parameters(net)` after every optimizer step: w_ema <- decay w_ema + (1 - decay) w.
+    None when `decay` is 0 (off)."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)

@@ -75,7 +75,9 @@ class ReidNet(nn.Module):
         return backbone_features(self, images)
 
 
-def build_reid_model(backbone: str, num_classes: int, height: int, width: int, pretrained: str = "") -> ReidNet:
+def build_reid_model(backbone: str, num_classes: int, height: int, width: int, pretrained: str = "",
+                     channels: int = 32) -> ReidNet:
+    """The re-ID network of `backbone` (`channels`: the first-stage width of small_resnet only)."""
     if pretrained and backbone == "small_resnet":
         raise CheckpointError("reid.pretrained: the small_resnet backbone has no ImageNet weights; "
                               "set reid.pretrained to '' or pick resnet50, resnet18, osnet or vit_b16")
@@ -90,7 +92,7 @@ def build_reid_model(backbone: str, num_classes: int, height: int, width: int, p
     elif backbone == "small_resnet":
         from rgsyn.downstream.small_resnet import SmallReidResNet
 
-        net = SmallReidResNet(num_classes)
+        net = SmallReidResNet(num_classes, channels)
     elif backbone == "vit_b16":
         net = _TimmReid("vit_base_patch16_224", num_classes, height, width)
     else:
@@ -128,13 +130,14 @@ def augment(images: torch.Tensor, gen: torch.Generator, erasing: nn.Module | Non
 
 class ReidTask(Task):
     """Person re-ID for the engine (rgsyn.downstream.engine): `ReidNet`, Adam, PK batches, identity
-    cross-entropy + batch-hard triplet, warm-up then cosine over `epochs` x batches per epoch."""
+    cross-entropy + batch-hard triplet, warm-up (`warmup_epochs` x batches per epoch) then cosine over
+    `steps` optimizer steps (0: `epochs` x batches per epoch)."""
 
     name = "reid"
 
     def build_model(self, num_classes: int) -> ReidNet:
         p = self.p
-        return build_reid_model(p.backbone, num_classes, p.height, p.width, p.pretrained)
+        return build_reid_model(p.backbone, num_classes, p.height, p.width, p.pretrained, p.channels)
 
     def optimizer(self, net):
         return torch.optim.Adam(net.parameters(), lr=self.p.lr, weight_decay=self.p.weight_decay)
@@ -143,7 +146,8 @@ class ReidTask(Task):
         return PKSampler(train.labels, self.p.P, self.p.K, seed, rank, world)
 
     def schedule(self, steps_per_epoch: int) -> tuple[int, int]:
-        return steps_per_epoch * self.p.epochs, steps_per_epoch * self.p.warmup_epochs
+        total = self.p.steps or steps_per_epoch * self.p.epochs
+        return total, min(total, steps_per_epoch * self.p.warmup_epochs)
 
     def real_batch(self) -> int:
         return self.p.P * self.p.K

@@ -29,6 +29,6 @@ def domain_task(params, domain: str):
     from rgsyn.downstream.reid import ReidTask
 
     task_cls, section = (ReidTask, params.reid) if domain == "persons" else (FaceTask, params.face)
-    if params.encoder.epochs:
-        section = dataclasses.replace(section, epochs=params.encoder.epochs)
+    if params.encoder.epochs:   # counted in epochs of the encoder's split, whatever the section's `steps`
+        section = dataclasses.replace(section, epochs=params.encoder.epochs, steps=0)
     return task_cls(dataclasses.replace(section, syn_per_batch=0))

@@ -7,7 +7,8 @@ Output schema (a DVC metrics file, `cache: false`)::
 
 For `rfw_bias` the run metrics are the `rfw` part of the `casia_face` runs (the RFW benchmark
 evaluates the face models trained for CASIA). Only runs of the variants and seeds in the current
-params are collected, so a stale file from an earlier configuration never leaks into a table.
+params are collected (`Params.seeds_of`: the control rows also have `control_seeds`), so a stale
+file from an earlier configuration never leaks into a table.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def collect(params: Params, benchmark: str) -> dict:
     source = TRAINED_FROM.get(benchmark, benchmark)
     variants: dict[str, dict] = {}
     for variant in [*params.variants, *params.syn_variants]:
-        for seed in params.seeds:
+        for seed in params.seeds_of(variant):
             f = paths.run_metrics(source, variant, seed)
             if not f.is_file():
                 continue

@@ -196,6 +196,7 @@ def build_report(params: Params, out_dir: Path, client=None, stage_run=None) -> 
     commit = pipe.get("commit") or tracking.git_commit()
     meta = [("commit", commit), ("params hash", pipe.get("params_hash") or params_hash(params)),
             ("profile", params.profile), ("seeds (params)", ", ".join(map(str, params.seeds))),
+            ("control seeds (real, syn_oracle, syn_shuffled)", ", ".join(map(str, params.control_seeds)) or "none"),
             ("report date", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
             ("pipeline run", f"{pipe['run_id']} (started {pipe['started']})" if pipe else "not found in MLflow")]
     note = TOY_NOTE.format(profile=params.profile) if params.profile != "paper" else None

@@ -2,8 +2,10 @@
 
 benchmark: market1501 | cuhk03 (person re-ID, `reid` params) or casia_face (CosFace, `face` params;
 also evaluated on RFW). The variant (`params.variants[V]`) says which synthetic set joins the real
-training data (`none`, `cold`, `rl-<rewards>` -> `paths.synthetic_dir(B, ...)`), which selector picks
-the synthetic samples of each step (`none | random | lookahead`), and whether random erasing is on.
+training data (`none`, `cold`, `rl-<rewards>`, `oracle` -> `paths.synthetic_dir(B, ...)`, or `real`:
+more real draws, the compute-matched control), whether its labels are kept or shuffled (the negative
+control; rgsyn.downstream.control_sets), which selector picks the synthetic samples of each step
+(`none | random | lookahead`), and whether random erasing is on.
 
 The benchmark's task (`rgsyn.downstream.reid.ReidTask` or `rgsyn.downstream.face.FaceTask`) loads the
 real training split (rgsyn.data.splits), the synthetic set and the evaluation sets, and evaluates;
@@ -27,6 +29,7 @@ import time
 import torch
 
 from rgsyn import distributed, io, paths, tracking
+from rgsyn.config import REAL_DRAWS
 from rgsyn.downstream.tasks import benchmark_task
 from rgsyn.errors import RgsynError
 from rgsyn.precision import Precision
@@ -113,15 +116,20 @@ def train_and_evaluate(params, benchmark: str, variant: str, seed: int, run=None
 
 def _train_and_evaluate(params, task, benchmark, variant, seed, run, progress, stop_after_epoch):
     from rgsyn.checkpoint import Checkpointer
-    from rgsyn.downstream import engine
+    from rgsyn.downstream import control_sets, engine
     from rgsyn.downstream.datasets import synthetic_dir_or_none
     from rgsyn.downstream.encoder import save_identity_encoder
     from rgsyn.selection import build_selector
 
     v = params.variant(variant)
     config = dataclasses.asdict(task.p)
-    syn_root = None if v.synthetic == "none" else synthetic_dir_or_none(paths.synthetic_dir(benchmark, v.synthetic))
+    generated = v.synthetic not in ("none", REAL_DRAWS)
+    syn_root = synthetic_dir_or_none(paths.synthetic_dir(benchmark, v.synthetic)) if generated else None
     data = task.load(params, benchmark, syn_root)
+    if v.synthetic == REAL_DRAWS:
+        data.synthetic = control_sets.real_draws(data.train)
+    if data.synthetic is not None and v.labels == "shuffled":
+        data.synthetic = control_sets.shuffled_labels(data.synthetic, seed)
     syn = data.synthetic
     selector = build_selector(v.selection, params.selection, seed) if syn is not None else None
     ck = Checkpointer(f"train-{benchmark}-{variant}-seed{seed}",
