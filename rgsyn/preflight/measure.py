@@ -1,0 +1,106 @@
+"""Run one preflight step in a fresh process and measure its peak memory.
+
+Every step (a function of rgsyn.stages.preflight_steps / preflight_downstream) runs in its own
+process, started with multiprocessing's `spawn` (a fresh interpreter with the parent's sys.path),
+with the working directory in the scratch folder. A fresh process per step makes the peak a
+per-step figure:
+
+- on a GPU, `torch.cuda.max_memory_allocated` after `torch.cuda.reset_peak_memory_stats` (the
+  tensors the step allocated on the device, model weights included);
+- on CPU, the process's resident-set high-water mark (`resource.getrusage(RUSAGE_SELF).ru_maxrss`,
+  Linux's VmHWM). It is process-wide and only grows, so it is read in a process that ran nothing
+  else: the interpreter, the imports (~0.5 GiB of torch and friends), the models, the data the
+  stage decodes and the step itself.
+
+Out of memory is caught in the child (`torch.OutOfMemoryError`, `torch.cuda.OutOfMemoryError`,
+`MemoryError`, or a CPU allocator failure) and reported as a result, never a traceback; a child
+the kernel killed (a negative exit code, e.g. SIGKILL from the OOM killer) is reported as out of
+memory too. Any other exception becomes a one-line failure; its traceback goes to
+`<scratch>/preflight-<row>.log`.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import resource
+import traceback
+from pathlib import Path
+
+def is_oom(e: BaseException) -> bool:
+    """True for an out-of-memory error on any device (CPU allocators raise a plain RuntimeError)."""
+    import torch
+
+    oom = (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError), torch.cuda.OutOfMemoryError)
+    return isinstance(e, oom) or (isinstance(e, RuntimeError) and (
+        "can't allocate memory" in str(e) or "out of memory" in str(e).lower()))
+
+
+def device_memory_bytes(device: str) -> int:
+    """Total memory of the device the steps run on: the GPU's, or the machine's RAM."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def peak_bytes(device: str) -> int:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return int(torch.cuda.max_memory_allocated(torch.device(device)))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # KiB on Linux
+
+
+def reset_peak(device: str) -> None:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
+
+
+def run_step(step, params, domain, device: str, log: Path) -> dict:
+    """Call `step(params, domain)` here; returns {"rows", "peak_bytes"} or {"error", "message", "peak_bytes"}."""
+    from rgsyn.errors import RgsynError
+
+    reset_peak(device)
+    try:
+        rows = step(params, domain)
+        return {"rows": rows, "peak_bytes": peak_bytes(device)}
+    except BaseException as e:   # noqa: BLE001 - reported as a result, the parent decides the exit
+        if is_oom(e):
+            return {"error": "oom", "message": " ".join(str(e).split())[:300], "peak_bytes": peak_bytes(device)}
+        log.write_text(traceback.format_exc())
+        msg = str(e) if isinstance(e, RgsynError) else f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+        return {"error": "failed", "message": msg, "peak_bytes": peak_bytes(device)}
+
+
+def _child(conn, step, params, domain, device: str, scratch: str, log: str) -> None:
+    from rgsyn import threads
+
+    os.chdir(scratch)
+    threads.apply()
+    conn.send(run_step(step, params, domain, device, Path(log)))
+    conn.close()
+
+
+def in_process(step, params, domain, device: str, scratch: Path, name: str) -> dict:
+    """`run_step` in a fresh spawned process with its working directory in `scratch`."""
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    log = Path(scratch) / f"preflight-{name.replace('/', '-')}.log"
+    proc = ctx.Process(target=_child, args=(send, step, params, domain, device, str(scratch), str(log)))
+    proc.start()
+    send.close()
+    try:
+        result = recv.recv()
+    except EOFError:   # the child died without an answer
+        result = None
+    proc.join()
+    if result is None:
+        code = proc.exitcode
+        if code is not None and code < 0:
+            return {"error": "oom", "message": f"the process was killed by signal {-code} (out of memory?)",
+                    "peak_bytes": None}
+        return {"error": "failed", "message": f"the process exited with status {code}", "peak_bytes": None}
+    return result
