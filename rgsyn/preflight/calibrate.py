@@ -56,7 +56,7 @@ def calibrated_table(params, preflight: dict, tflops: float = 400.0, gpus: int =
     df = pd.concat([df, pd.DataFrame([total])], ignore_index=True)
     head = (f"Estimate for profile `{params.profile}` calibrated by the preflight on {preflight.get('device', '?')} "
             f"(shrink {preflight.get('shrink', '?')}): its projected hours replace the assumed {tflops:g} TFLOP/s.\n\n")
-    return df, head + df.to_markdown(index=False, floatfmt=".3g")
+    return df, head + df.to_markdown(index=False, floatfmt=".3g", missingval="")
 
 
 def run(params, measured: str, tflops: float = 400.0, gpus: int = 8, as_json: bool = False) -> list[dict]:
