@@ -79,9 +79,7 @@ def cmd_estimate(args):
 
 
 def cmd_preflight(args):
-    from rgsyn import threads
-
-    threads.apply()
+    # each step's process takes its share of the cores (rgsyn.threads), not this waiting one
     return _stage("rgsyn.stages.preflight:run")(_params(args), args.stages, args.json, args.memory_gib,
                                                 args.scratch, args.shrink, args.tflops, args.domains)
 

@@ -144,6 +144,27 @@ def test_out_of_memory_in_a_step_is_a_result_not_a_traceback(tmp_path):
                     "(or rl.minibatches, which splits the update)")
 
 
+def test_on_a_gpu_the_peak_is_the_device_allocator_s(tmp_path, monkeypatch):
+    """The CUDA path of the measurement, with the allocator's counters stood in for (no GPU here)."""
+    from types import SimpleNamespace
+
+    from rgsyn.preflight import measure
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d: calls.append(("reset", d.type)))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d: 7 * 2 ** 30)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(total_memory=80 * 2 ** 30))
+
+    def step(params, domain):
+        calls.append(("step", domain))
+        return [{"row": "x"}]
+
+    assert measure.run_step(step, None, "faces", "cuda", tmp_path / "log") == {"rows": [{"row": "x"}],
+                                                                              "peak_bytes": 7 * 2 ** 30}
+    assert calls == [("reset", "cuda"), ("step", "faces")]
+    assert measure.device_memory_bytes("cuda") == 80 * 2 ** 30
+
+
 def test_estimate_measured_replaces_the_assumed_throughput(tmp_path, monkeypatch, capsys):
     """Known numbers: the preflight projects rl at 10 h and coldstart at 2 h on its device."""
     from rgsyn import config

@@ -2,7 +2,7 @@
 
 Every step (a function of rgsyn.stages.preflight_steps / preflight_downstream) runs in its own
 process with the working directory in the scratch folder: forked from multiprocessing's fork server
-(a process that imported the steps' modules, `PRELOAD`, and did nothing else), or spawned where
+(a process that imported the steps' modules and did nothing else), or spawned where
 there is none. A fresh process per step makes the peak a per-step figure:
 
 - on a GPU, `torch.cuda.max_memory_allocated` after `torch.cuda.reset_peak_memory_stats` (the
@@ -84,26 +84,21 @@ def _child(conn, step, params, domain, device: str, scratch: str, log: str) -> N
     conn.close()
 
 
-# What the steps import, imported once by the fork server (not by each step's process: ~8 s of
-# imports per step, diffusers' alone ~5 s, against well under a second to fork)
-PRELOAD = ["rgsyn.stages.preflight_steps", "rgsyn.stages.preflight_downstream", "rgsyn.stages.coldstart",
-           "rgsyn.stages.rl", "rgsyn.stages.generate", "rgsyn.stages.data", "rgsyn.stages.encoder",
-           "rgsyn.downstream.reid", "rgsyn.downstream.face", "rgsyn.generator.prior"]
-
-
-def _context():
-    """`forkserver` where there is one (a clean server process that imported `PRELOAD` and never ran a
-    torch op or touched CUDA forks each step's process), else `spawn`."""
+def _context(preload: list[str]):
+    """`forkserver` where there is one (a clean server process that imported the modules `preload`
+    and never ran a torch op or touched CUDA forks each step's process), else `spawn`."""
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)
+    ctx.set_forkserver_preload(preload)
     return ctx
 
 
-def in_process(step, params, domain, device: str, scratch: Path, name: str) -> dict:
-    """`run_step` in a fresh process with its working directory in `scratch`."""
-    ctx = _context()
+def in_process(step, params, domain, device: str, scratch: Path, name: str, preload: list[str] = ()) -> dict:
+    """`run_step` in a fresh process with its working directory in `scratch`; `preload`: the modules
+    the fork server imports once for every step (the steps' imports: ~8 s a process otherwise,
+    diffusers' alone ~5 s, against well under a second to fork)."""
+    ctx = _context(list(preload))
     recv, send = ctx.Pipe(duplex=False)
     log = Path(scratch) / f"preflight-{name.replace('/', '-')}.log"
     proc = ctx.Process(target=_child, args=(send, step, params, domain, device, str(scratch), str(log)))

@@ -49,6 +49,10 @@ ORDER = ("data", "prior", "coldstart", "encoder", "rl", "generate", "train")
 STEPS = {"data": down.data_step, "prior": gen.prior_step, "coldstart": gen.coldstart_step,
          "encoder": down.encoder_step, "rl": gen.rl_step, "generate": gen.generate_step, "train": down.train_step}
 NEEDS = {"coldstart": ("prior",), "rl": ("coldstart", "encoder"), "generate": ("coldstart",)}
+# the modules the steps import, imported once by the fork server (rgsyn.preflight.measure)
+PRELOAD = ["rgsyn.stages.preflight_steps", "rgsyn.stages.preflight_downstream", "rgsyn.stages.coldstart",
+           "rgsyn.stages.rl", "rgsyn.stages.generate", "rgsyn.stages.data", "rgsyn.stages.encoder",
+           "rgsyn.downstream.reid", "rgsyn.downstream.face", "rgsyn.generator.prior"]
 PIPELINE_OUTPUTS = ("data", "models", "results", "benchmarks", "reports", ".rgsyn/work")
 MARK = ".rgsyn-preflight"
 
@@ -154,7 +158,7 @@ def _run_steps(todo, params: Params, device: str, folder: Path, limit: int, limi
         name = stage if domain is None else f"{stage}/{domain}"
         if _prepare(stage, domain, params, device, folder, problems, name):
             continue
-        result = measure.in_process(STEPS[stage], params, domain, device, folder, name)
+        result = measure.in_process(STEPS[stage], params, domain, device, folder, name, PRELOAD)
         peak = result.get("peak_bytes")
         if "error" in result:
             problems.append(table.memory_problem(name, stage, domain, peak, limit, True, limit_name)
@@ -175,7 +179,7 @@ def _prepare(stage, domain, params, device, folder: Path, problems: list, name: 
             continue
         if _prepare(need, d, params, device, folder, problems, name):
             return True
-        result = measure.in_process(STEPS[need], params, d, device, folder, f"{need}-for-{name}")
+        result = measure.in_process(STEPS[need], params, d, device, folder, f"{need}-for-{name}", PRELOAD)
         if "error" in result:
             problems.append(f"preflight: {name} could not run: its input step {need} failed: {result['message']}")
             return True
