@@ -137,7 +137,8 @@ def run(params: Params, stages: str = ",".join(ORDER), json_path: str | None = N
             shutil.rmtree(folder, ignore_errors=True)
     s = shared_costs(full)
     for r in records:
-        r.update(work.project(r, work.row_work(full, s, r), tflops), steps=work.row_work(full, s, r)["steps"])
+        w = work.row_work(full, s, r)
+        r.update(work.project(r, w, tflops), steps=w["steps"])
     print(f"preflight of profile `{params.profile}` on {device}, precision {params.compute.precision}; "
           f"FLOP-based hours at {tflops:g} TFLOP/s; rows marked scaled ran at shrunk counts (--shrink {shrink})\n")
     if records:
