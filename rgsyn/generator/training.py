@@ -1,4 +1,5 @@
-"""The denoising-loss training loop shared by the `prior` and `coldstart` stages.
+"""The denoising-loss training loop shared by the `prior` and `coldstart` stages (`train_denoising`;
+its set-up and one step are `DenoisingTrainer`, whose `step` `rgsyn preflight` times alone).
 
     loss = || eps - eps_theta(sqrt(a_t) z + sqrt(1 - a_t) eps, t, y) ||^2     (DDPM, Ho et al. 2020)
 
