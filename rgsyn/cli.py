@@ -1,4 +1,4 @@
-"""`rgsyn <stage>`: one subcommand per DVC stage, plus `data check`, `params` and `estimate`.
+"""`rgsyn <stage>`: one subcommand per DVC stage, plus `data check`, `params`, `estimate` and `preflight`.
 
 Every stage takes `--params` (default `params.yaml`). Errors a user can fix (bad params, bad data
 layout, bad checkpoints) print one line to stderr and exit with status 2.
@@ -71,8 +71,17 @@ def cmd_params(args):
 
 
 def cmd_estimate(args):
+    if args.measured:
+        _stage("rgsyn.preflight.calibrate:run")(_params(args), args.measured, args.tflops, args.gpus, args.json)
+        return 0
     _stage("rgsyn.estimate:run")(_params(args), tflops=args.tflops, gpus=args.gpus, as_json=args.json)
     return 0
+
+
+def cmd_preflight(args):
+    # each step's process takes its share of the cores (rgsyn.threads), not this waiting one
+    return _stage("rgsyn.stages.preflight:run")(_params(args), args.stages, args.json, args.memory_gib,
+                                                args.scratch, args.shrink, args.tflops, args.domains)
 
 
 # `rgsyn <command>` runs `run` of the module named here, "module:function", imported only when the
@@ -155,7 +164,25 @@ def build_parser() -> argparse.ArgumentParser:
                      help="sustained throughput per GPU in TFLOP/s (default 400, bf16 on an H200)")
     est.add_argument("--gpus", type=int, default=8, help="GPUs for the wall-time column (default 8)")
     est.add_argument("--json", action="store_true", help="print JSON records instead of Markdown")
+    est.add_argument("--measured", metavar="PREFLIGHT_JSON",
+                     help="calibrate with the stage hours of `rgsyn preflight --json` instead of --tflops")
     est.set_defaults(func=cmd_estimate)
+
+    pre = with_params(sub.add_parser("preflight", help="one real step of every stage: time, peak memory and "
+                                                       "projected hours of the full run, before a launch"))
+    pre.add_argument("--stages", default="data,prior,coldstart,encoder,rl,generate,train",
+                     help="comma list of the stages to check (default: all)")
+    pre.add_argument("--domains", default="persons,faces", help="comma list of the generator domains whose "
+                     "steps to check (default: both)")
+    pre.add_argument("--json", metavar="PATH", help="write the table's records (for `estimate --measured` "
+                                                    "and the report: reports/preflight.json)")
+    pre.add_argument("--memory-gib", type=float, help="device memory to check the peaks against (default: the "
+                                                      "device's own)")
+    pre.add_argument("--scratch", help="folder for what the steps write (default: a temp folder, removed)")
+    pre.add_argument("--shrink", default="auto", choices=["auto", "none"],
+                     help="auto: on CPU shrink per-step counts and scale by FLOPs (default); none: full size")
+    pre.add_argument("--tflops", type=float, default=400.0, help="assumed TFLOP/s of the FLOP-based column")
+    pre.set_defaults(func=cmd_preflight)
 
     for name, (target, help_, add_args) in STAGES.items():
         p = with_params(sub.add_parser(name, help=help_, description=help_))

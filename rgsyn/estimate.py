@@ -186,7 +186,7 @@ def backbone_costs(params: Params, kind: str, num_classes: int, bpe: int) -> Net
             from rgsyn.downstream.face import build_face_model
 
             p = params.face
-            net = build_face_model(p, num_classes)
+            net = build_face_model(p, num_classes, pretrained="")   # shapes only: the file is not read
             shape = (BATCH, 3, p.size, p.size)
 
             def loss(m, x, y):
@@ -264,7 +264,7 @@ class _Shared:
     cfg: int             # 2 with classifier-free guidance, else 1
 
 
-def _shared(params: Params) -> _Shared:
+def shared_costs(params: Params) -> _Shared:
     bpe = 4 if params.compute.precision == "fp32" else 2
     sizes = dataset_sizes(params)
     a = params.prior.arch
@@ -279,22 +279,60 @@ def _shared(params: Params) -> _Shared:
 
 def stage_costs(params: Params) -> list[StageCost]:
     """The per-stage totals described in the module docstring."""
-    s = _shared(params)
+    s = shared_costs(params)
     out = [_prior_cost(s)] if params.prior.steps else []
     return out + [_coldstart_cost(s), _encoder_cost(s), _rl_cost(s), _generate_cost(s), _train_cost(s)]
 
 
+# One step of each stage's inner loop, in FLOPs: the stage totals below are these times the steps,
+# and `rgsyn preflight` scales a step it measured at shrunk counts by their ratio.
+def prior_step_flops(s: _Shared, batch: int) -> float:
+    """One prior pretraining step: `batch` images, DiT forward + backward of all weights."""
+    return batch * (s.dit["full"].forward + s.dit["full"].backward)
+
+
+def coldstart_step_flops(s: _Shared, batch: int) -> float:
+    """One cold-start step: `batch` latents, DiT forward + backward into the head (and LoRA)."""
+    h = s.dit["lora"] if s.params.coldstart.train_lora else s.dit["head"]
+    return batch * (h.forward + h.backward)
+
+
+def latent_cache_flops(s: _Shared, n_images: int) -> float:
+    """The cold start's latent cache: every image and its mirror through the VAE encoder."""
+    return 2 * n_images * s.vae[0]
+
+
+def encoder_step_flops(s: _Shared, domain: str, batch: int) -> float:
+    """One identity-encoder (or real-only downstream) step: `batch` images forward + backward."""
+    return batch * (s.nets[domain].forward + s.nets[domain].backward)
+
+
+def rl_update_flops(s: _Shared, domain: str, n_traj: int, T: int, t_train: int) -> float:
+    """One RL update: the rollout (`n_traj` trajectories x T x CFG DiT forwards, decode, reward and
+    gold encoders) and the policy update (inner_epochs x trajectories x trained steps x CFG x
+    (policy + reference forward + backward))."""
+    lora, cfg = s.dit["lora"], s.cfg
+    roll = n_traj * (T * cfg * lora.forward + s.vae[1] + 2 * s.nets[domain].forward)
+    return roll + s.params.rl.inner_epochs * n_traj * t_train * cfg * (2 * lora.forward + lora.backward)
+
+
+def generate_flops(s: _Shared, domain: str, n_images: int, T: int) -> float:
+    """`n_images` synthetic images: T x CFG DiT forwards, decode, and the encoder on each."""
+    return n_images * (T * s.cfg * s.dit["head"].forward + s.vae[1] + s.nets[domain].forward)
+
+
 def _prior_cost(s: _Shared) -> StageCost:
     pp, full = s.params.prior, s.dit["full"]
-    f = pp.steps * pp.batch_size * (full.forward + full.backward)
+    f = pp.steps * prior_step_flops(s, pp.batch_size)
     peak = _weights(full.params, full.trainable) + pp.batch_size * full.activations
     return StageCost("prior", 1, f, peak, f"{pp.steps} steps x {pp.batch_size}")
 
 
 def _coldstart_cost(s: _Shared) -> StageCost:
-    cs, (enc_f, _, vae_n) = s.params.coldstart, s.vae
+    cs, vae_n = s.params.coldstart, s.vae[2]
     h = s.dit["lora"] if cs.train_lora else s.dit["head"]
-    f = sum(2 * n["images"] * enc_f + cs.steps * cs.batch_size * (h.forward + h.backward) for n in s.domains.values())
+    f = sum(latent_cache_flops(s, n["images"]) + cs.steps * coldstart_step_flops(s, cs.batch_size)
+            for n in s.domains.values())
     cache = max(n["images"] for n in s.domains.values()) * s.latent * (2 if s.params.prior.vae else 1)
     peak = _weights(h.params, h.trainable) + 4 * vae_n + cs.batch_size * h.activations + cache
     return StageCost("coldstart", len(s.domains), f, peak, f"{cs.steps} steps x {cs.batch_size}; latent cache")
@@ -304,8 +342,7 @@ def _encoder_cost(s: _Shared) -> StageCost:
     from rgsyn.downstream.tasks import domain_task
 
     tasks = {k: domain_task(s.params, k) for k in s.domains}
-    f = 2 * sum(n["images"] * tasks[k].p.epochs * (s.nets[k].forward + s.nets[k].backward)
-                for k, n in s.domains.items())
+    f = 2 * sum(tasks[k].p.epochs * encoder_step_flops(s, k, n["images"]) for k, n in s.domains.items())
     peak = max(_weights(c.params, c.params) + tasks[k].real_batch() * c.activations for k, c in s.nets.items())
     return StageCost("encoder", 2 * len(s.domains), f, peak, "reward + gold encoder per domain")
 
@@ -315,11 +352,7 @@ def _rl_cost(s: _Shared) -> StageCost:
     n_traj = rl.ids_per_step * rl.samples_per_id
     t_train = rl_trained_step_count(s.params)
     n_var = len(rl.reward_variants)
-    f = 0.0
-    for k in s.domains:
-        roll = n_traj * (T * cfg * lora.forward + s.vae[1] + 2 * s.nets[k].forward)
-        upd = rl.inner_epochs * n_traj * t_train * cfg * (2 * lora.forward + lora.backward)
-        f += n_var * rl.steps * (roll + upd)
+    f = sum(n_var * rl.steps * rl_update_flops(s, k, n_traj, T, t_train) for k in s.domains)
     micro = math.ceil(n_traj / max(1, rl.minibatches)) * cfg
     peak = (_weights(lora.params, lora.trainable) + 4 * s.vae[2] + micro * lora.activations
             + (T + 1) * n_traj * s.latent + 2 * 4 * max(c.params for c in s.nets.values()))
@@ -332,9 +365,8 @@ def _generate_cost(s: _Shared) -> StageCost:
     gens, per_id = len(p.generators()), p.generate.per_identity
     f = 0.0
     for bench, n in s.sizes.items():
-        enc = s.nets["faces" if bench == "casia_face" else "persons"]
-        imgs = n["ids"] * per_id
-        f += gens * (imgs * (T * s.cfg * head.forward + s.vae[1] + enc.forward) + n["images"] * enc.forward)
+        domain = "faces" if bench == "casia_face" else "persons"
+        f += gens * (generate_flops(s, domain, n["ids"] * per_id, T) + n["images"] * s.nets[domain].forward)
     peak = 4 * (head.params + s.vae[2]) + p.generate.batch_size * s.cfg * s.latent * 4
     return StageCost("generate", gens * len(s.sizes), f, peak, f"{per_id} per identity x {gens} generators")
 
@@ -349,14 +381,14 @@ def _train_cost(s: _Shared) -> StageCost:
         steps = train_steps(p, bench, n["images"])
         for name in [*p.variants, *p.syn_variants]:
             n_seeds = len(p.seeds_of(name))
-            f += n_seeds * steps * _train_step_flops(p, p.variant(name), task, c)
+            f += n_seeds * steps * train_step_flops(p, p.variant(name), task, c)
             runs += n_seeds
         peak = max(peak, _weights(c.params, c.params) + (task.real_batch() + task.p.syn_per_batch) * c.activations)
     extra = f" (+{len(p.control_seeds)} for the control rows)" if p.control_seeds else ""
     return StageCost("train", runs, f, peak, f"{len(p.seeds)} seed(s){extra} x variants x benchmarks")
 
 
-def _train_step_flops(params: Params, variant, task, c: NetCost) -> float:
+def train_step_flops(params: Params, variant, task, c: NetCost) -> float:
     """One optimizer step of a `train` run: the real batch and the synthetic samples forward +
     backward; lookahead adds its candidates' two forwards and the virtual step every `rescore_every`."""
     from rgsyn.selection import build_selector

@@ -1,4 +1,5 @@
-"""The denoising-loss training loop shared by the `prior` and `coldstart` stages.
+"""The denoising-loss training loop shared by the `prior` and `coldstart` stages (`train_denoising`;
+its set-up and one step are `DenoisingTrainer`, whose `step` `rgsyn preflight` times alone).
 
     loss = || eps - eps_theta(sqrt(a_t) z + sqrt(1 - a_t) eps, t, y) ||^2     (DDPM, Ho et al. 2020)
 
@@ -175,6 +176,76 @@ def _checkpoint_state(accelerator, model, optimizer, sched, ema, trainable_names
             "ema": {n: e.cpu() for n, e in zip(trainable_names, ema)} if ema is not None else {}}
 
 
+class DenoisingTrainer:
+    """The set-up of a denoising run (optimizer, warm-up, EMA, resume, devices, latent cache) and
+    its one-step entry point `step`; `train_denoising` loops it, `rgsyn preflight` times one step.
+    Arguments as `train_denoising`."""
+
+    def __init__(self, *, transformer, trainable, data: ImageSet, autoencoder, scheduler, steps: int,
+                 batch_size: int, lr: float, seed: int, null_label: int, checkpointer=None, device: str = "auto",
+                 label_dropout: float = 0.1, hflip: bool = True, warmup: int | None = None,
+                 max_grad_norm: float = 1.0, desc: str = "denoise", ema_decay: float = 0.0,
+                 precision: str = "fp32", latent_cache: bool = True):
+        if len(data) == 0:
+            raise ValueError("no training images")
+        self.accelerator = accelerator = make_accelerator(device)
+        self.trainable, self.seed, self.desc, self.max_grad_norm = trainable, seed, desc, max_grad_norm
+        self.ema_decay, self.checkpointer = ema_decay, checkpointer
+        names = {id(p): n for n, p in transformer.named_parameters()}
+        self.trainable_names = [names[id(p)] for p in trainable]
+        optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
+        warmup = min(100, max(1, steps // 10)) if warmup is None else warmup
+        self.sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)))
+        ema = [p.detach().clone() for p in trainable] if ema_decay > 0 else None
+        self.start, ema = _restore(checkpointer, transformer, optimizer, self.sched, ema, self.trainable_names)
+        self.model, self.optimizer = accelerator.prepare(transformer, optimizer)
+        self.ema = [e.to(p.device) for e, p in zip(ema, trainable)] if ema is not None else None
+        autoencoder.to(accelerator.device)
+        self.prec = Precision(precision, accelerator.device)
+        cache = encode_latents(data, autoencoder, accelerator.device, self.prec, hflip) if latent_cache else None
+        self.batches = _NoisyBatches(data, cache, autoencoder, noise_scheduler_for(scheduler), accelerator.device,
+                                     self.prec, batch_size, hflip, label_dropout, null_label)
+        self.channels = int(transformer.config.in_channels)
+        self.model.train()
+
+    def step(self, step: int) -> tuple[float, float]:
+        """One optimizer step on the batch of (seed, step, process index); returns (the loss averaged
+        over the ranks, the gradient norm)."""
+        accelerator, prec = self.accelerator, self.prec
+        threads.rebalance()   # the fair share of the cores, when other stages start or end
+        batch_seed = self.seed * 1_000_003 + step * 97 + accelerator.process_index
+        z_t, t, y, target = self.batches.draw(torch.Generator().manual_seed(batch_seed))
+        with prec.autocast():
+            pred = self.model(z_t, timestep=t, class_labels=y).sample[:, :self.channels]
+        loss = F.mse_loss(pred.float(), target)
+        mean_loss = distributed.reduce_mean(loss.detach())   # the same on every rank: all stop together
+        if not torch.isfinite(mean_loss):
+            raise TrainingDiverged(f"{self.desc}: the denoising loss is {mean_loss.item()} at step {step}; stopping "
+                                   "(lower the lr or check the data)")
+        prec.backward(loss, accelerator)
+        grad_norm = prec.step(self.optimizer, self.trainable, self.max_grad_norm, accelerator)
+        self.sched.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(self.ema, [p.detach() for p in self.trainable],
+                                     1 - min(self.ema_decay, (1 + step) / (10 + step)))
+        distributed.rank_log(self.desc, {"step": step, "batch_seed": batch_seed})
+        return mean_loss.item(), float(grad_norm)
+
+    def save(self, step: int) -> None:
+        self.checkpointer.save(_checkpoint_state(self.accelerator, self.model, self.optimizer, self.sched, self.ema,
+                                                 self.trainable_names, step))
+
+    def finish(self) -> None:
+        """The EMA (if any) into the trainable parameters; the model to eval mode."""
+        if self.ema is not None:
+            with torch.no_grad():
+                for p, e in zip(self.trainable, self.ema):
+                    p.copy_(e)
+        self.model.eval()
+
+
 def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: ImageSet, autoencoder,
                     scheduler, steps: int, batch_size: int, lr: float, seed: int, null_label: int,
                     checkpointer, checkpoint_every: int, device: str = "auto", run=None,
@@ -190,62 +261,25 @@ def train_denoising(*, transformer, trainable: list[torch.nn.Parameter], data: I
     EMA(0.995) weights gave per-patch colour noise where the last iterate gave uniform backgrounds
     with the class's shape. Worth it only for runs much longer than 1 / (1 - ema_decay) steps.
     """
-    if len(data) == 0:
-        raise ValueError("no training images")
-    accelerator = make_accelerator(device)
-    names = {id(p): n for n, p in transformer.named_parameters()}
-    trainable_names = [names[id(p)] for p in trainable]
-    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.0)
-    warmup = min(100, max(1, steps // 10)) if warmup is None else warmup
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)))
-    ema = [p.detach().clone() for p in trainable] if ema_decay > 0 else None
-    start, ema = _restore(checkpointer, transformer, optimizer, sched, ema, trainable_names)
-    model, optimizer = accelerator.prepare(transformer, optimizer)
-    if ema is not None:
-        ema = [e.to(p.device) for e, p in zip(ema, trainable)]
-    autoencoder.to(accelerator.device)
-    prec = Precision(precision, accelerator.device)
-    cache = encode_latents(data, autoencoder, accelerator.device, prec, hflip) if latent_cache else None
-    batches = _NoisyBatches(data, cache, autoencoder, noise_scheduler_for(scheduler), accelerator.device, prec,
-                            batch_size, hflip, label_dropout, null_label)
-    channels = int(transformer.config.in_channels)
-    model.train()
+    tr = DenoisingTrainer(transformer=transformer, trainable=trainable, data=data, autoencoder=autoencoder,
+                          scheduler=scheduler, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                          null_label=null_label, checkpointer=checkpointer, device=device,
+                          label_dropout=label_dropout, hflip=hflip, warmup=warmup, max_grad_norm=max_grad_norm,
+                          desc=desc, ema_decay=ema_decay, precision=precision, latent_cache=latent_cache)
+    start, main = tr.start, tr.accelerator.is_main_process
     losses, t0 = [], time.time()
-    bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, leave=False,
-               disable=not accelerator.is_main_process)
+    bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, leave=False, disable=not main)
     for step in bar:
-        threads.rebalance()   # the fair share of the cores, when other stages start or end
-        batch_seed = seed * 1_000_003 + step * 97 + accelerator.process_index
-        z_t, t, y, target = batches.draw(torch.Generator().manual_seed(batch_seed))
-        with prec.autocast():
-            pred = model(z_t, timestep=t, class_labels=y).sample[:, :channels]
-        loss = F.mse_loss(pred.float(), target)
-        mean_loss = distributed.reduce_mean(loss.detach())   # the same on every rank: all stop together
-        if not torch.isfinite(mean_loss):
-            raise TrainingDiverged(f"{desc}: the denoising loss is {mean_loss.item()} at step {step}; stopping "
-                                   "(lower the lr or check the data)")
-        prec.backward(loss, accelerator)
-        grad_norm = prec.step(optimizer, trainable, max_grad_norm, accelerator)
-        sched.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            with torch.no_grad():
-                torch._foreach_lerp_(ema, [p.detach() for p in trainable], 1 - min(ema_decay, (1 + step) / (10 + step)))
-        losses.append(mean_loss.item())
+        loss, grad_norm = tr.step(step)
+        losses.append(loss)
         if run is not None and (step % log_every == 0 or step == steps - 1):
-            run.log_metrics({f"{desc}/loss": mean_loss.item(), f"{desc}/grad_norm": float(grad_norm),
-                             f"{desc}/lr": sched.get_last_lr()[0]}, step=step)
-        if (step + 1) % checkpoint_every == 0 and step + 1 < steps and checkpointer is not None \
-                and accelerator.is_main_process:
-            checkpointer.save(_checkpoint_state(accelerator, model, optimizer, sched, ema, trainable_names, step + 1))
-        bar.set_postfix(loss=f"{mean_loss.item():.4f}")
-        distributed.rank_log(desc, {"step": step, "batch_seed": batch_seed})
+            run.log_metrics({f"{desc}/loss": loss, f"{desc}/grad_norm": grad_norm,
+                             f"{desc}/lr": tr.sched.get_last_lr()[0]}, step=step)
+        if (step + 1) % checkpoint_every == 0 and step + 1 < steps and checkpointer is not None and main:
+            tr.save(step + 1)
+        bar.set_postfix(loss=f"{loss:.4f}")
     bar.close()
-    if ema is not None:
-        with torch.no_grad():
-            for p, e in zip(trainable, ema):
-                p.copy_(e)
-    model.eval()
+    tr.finish()
     tail = losses[-max(1, len(losses) // 10):] if losses else [math.nan]
     return {"steps": steps, "resumed_from": start, "seconds": time.time() - t0,
             "final_loss": float(sum(tail) / len(tail)) if losses else float("nan")}

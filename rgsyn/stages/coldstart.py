@@ -17,6 +17,7 @@ Output: `paths.coldstart_dir(domain)`, a generator bundle with `identities.json`
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import torch
 
@@ -32,6 +33,45 @@ from rgsyn.generator.lora import has_lora, merge_lora
 from rgsyn.generator.training import resolve_device, train_denoising
 
 
+def adaptation(params: Params, domain: str) -> SimpleNamespace:
+    """The prior bundle at the domain's image size, the domain's training set and the model the
+    cold start trains (identity head swapped in; LoRA when `coldstart.train_lora`) with its
+    trainable parameters. Seeds torch first: peft draws its initial A matrices from it."""
+    cp = params.coldstart
+    torch.manual_seed(params.generator_seed)
+    bundle = load_generator(paths.prior_dir(), device="cpu")
+    if has_lora(bundle.transformer):
+        raise CheckpointError(f"{paths.prior_dir()}: the prior bundle carries a LoRA adapter; "
+                              "expected a plain DiT prior")
+    side = cp.image_size.get(domain, 0)
+    if side:
+        step = int(bundle.autoencoder.downscale) * int(bundle.transformer.config.patch_size)
+        if side % step:
+            raise ConfigError(f"coldstart.image_size.{domain}: {side} px is not a multiple of {step} "
+                              "(autoencoder downscale x DiT patch size)")
+        bundle.sample_size = side // int(bundle.autoencoder.downscale)
+    data = domain_set(params, domain, bundle.image_size)
+    check_identities(data.identities, data.labels, f"{domain} training set")
+    transformer, trainable = identity_model(bundle.transformer, len(data.identities), cp)
+    return SimpleNamespace(bundle=bundle, data=data, n_ids=len(data.identities), transformer=transformer,
+                           trainable=trainable)
+
+
+def save_adapted(job: SimpleNamespace, domain: str) -> None:
+    """Merge the LoRA (if any) into the trained model and write the domain's cold-start bundle (rank 0)."""
+    transformer = job.transformer
+    merge_lora(transformer)
+    transformer.requires_grad_(False)
+    transformer.to("cpu")
+    if num_labels(transformer) != job.n_ids:
+        raise CheckpointError(f"coldstart-{domain}: the DiT has {num_labels(transformer)} identity "
+                              f"rows but the training set has {job.n_ids} identities")
+    job.bundle.transformer = transformer
+    job.bundle.identities = job.data.identities
+    if distributed.is_main():   # every rank holds the same weights; one writes them
+        save_generator(job.bundle, paths.coldstart_dir(domain))
+
+
 def run(params: Params, domain: str) -> None:
     cp = params.coldstart
     seed = params.generator_seed
@@ -40,24 +80,10 @@ def run(params: Params, domain: str) -> None:
                             extra_tags={"rgsyn.domain": domain}) as run:
         run.log_params({"coldstart": to_dict(params)["coldstart"], "domain": domain, "device": device})
         t0 = time.time()
-        torch.manual_seed(seed)   # before the LoRA is added: peft draws its initial A matrices from it
-        bundle = load_generator(paths.prior_dir(), device="cpu")
-        if has_lora(bundle.transformer):
-            raise CheckpointError(f"{paths.prior_dir()}: the prior bundle carries a LoRA adapter; "
-                                  "expected a plain DiT prior")
-        side = cp.image_size.get(domain, 0)
-        if side:
-            step = int(bundle.autoencoder.downscale) * int(bundle.transformer.config.patch_size)
-            if side % step:
-                raise ConfigError(f"coldstart.image_size.{domain}: {side} px is not a multiple of {step} "
-                                  "(autoencoder downscale x DiT patch size)")
-            bundle.sample_size = side // int(bundle.autoencoder.downscale)
-        data = domain_set(params, domain, bundle.image_size)
-        check_identities(data.identities, data.labels, f"{domain} training set")
-        n_ids = len(data.identities)
-        transformer, trainable = identity_model(bundle.transformer, n_ids, cp)
+        job = adaptation(params, domain)
+        data, n_ids = job.data, job.n_ids
         run.log_metrics({"coldstart/n_identities": n_ids, "coldstart/n_images": len(data),
-                         "coldstart/n_trainable": sum(p.numel() for p in trainable)})
+                         "coldstart/n_trainable": sum(p.numel() for p in job.trainable)})
         ck = Checkpointer(f"coldstart-{domain}", {
             "coldstart": to_dict(params)["coldstart"], "seed": seed, "n_ids": n_ids,
             "identities": data.identities, "prior": checkpoint_sha256(paths.prior_dir())})
@@ -65,21 +91,12 @@ def run(params: Params, domain: str) -> None:
         if cp.steps > 0:
             torch.manual_seed(seed)
             stats = train_denoising(
-                transformer=transformer, trainable=trainable, data=data,
-                autoencoder=bundle.autoencoder, scheduler=bundle.scheduler, steps=cp.steps,
-                batch_size=cp.batch_size, lr=cp.lr, seed=seed, null_label=null_label(transformer),
+                transformer=job.transformer, trainable=job.trainable, data=data,
+                autoencoder=job.bundle.autoencoder, scheduler=job.bundle.scheduler, steps=cp.steps,
+                batch_size=cp.batch_size, lr=cp.lr, seed=seed, null_label=null_label(job.transformer),
                 checkpointer=ck, checkpoint_every=cp.checkpoint_every, device=device, run=run,
                 desc=f"coldstart-{domain}", precision=params.compute.precision)
-        merge_lora(transformer)
-        transformer.requires_grad_(False)
-        transformer.to("cpu")
-        if num_labels(transformer) != n_ids:
-            raise CheckpointError(f"coldstart-{domain}: the DiT has {num_labels(transformer)} identity "
-                                  f"rows but the training set has {n_ids} identities")
-        bundle.transformer = transformer
-        bundle.identities = data.identities
-        if distributed.is_main():   # every rank holds the same weights; one writes them
-            save_generator(bundle, paths.coldstart_dir(domain))
+        save_adapted(job, domain)
         ck.clear()
         distributed.barrier()   # the bundle exists before any rank moves on
         run.log_metrics({"coldstart/seconds": time.time() - t0,

@@ -50,7 +50,7 @@ def run(params: Params, benchmark: str, generator: str) -> dict:
         run.log_params({"generate": to_dict(params)["generate"], "sampler": to_dict(params)["sampler"],
                         "benchmark": benchmark, "generator": generator, "device": str(device)})
         t0 = time.time()
-        job = _sampling_job(params, benchmark, generator, src, device)
+        job = sampling_job(params, benchmark, generator, src, device)
         tg = time.time()
         rows, sampled = generate_images(job.bundle, job.sampler, job.plan, job.work, params.generate.batch_size,
                                         job.size, desc=f"generate {benchmark} {generator}",
@@ -69,7 +69,7 @@ def run(params: Params, benchmark: str, generator: str) -> dict:
         return distributed.broadcast_object(metrics)
 
 
-def _sampling_job(params: Params, benchmark: str, generator: str, src, device) -> SimpleNamespace:
+def sampling_job(params: Params, benchmark: str, generator: str, src, device) -> SimpleNamespace:
     """The generator's bundle and sampler, the plan of every image and the work folder (emptied
     when it was made by another generator or other params)."""
     from rgsyn.generator.bundle import checkpoint_sha256, load_generator

@@ -10,6 +10,9 @@ Anything absent is shown as "not run". Outputs (reports/README.md lists them too
     reports/report.md             all of it as Markdown, figures linked
     reports/verdicts.json         the first line, the controls and every claim of "What reproduced", in full
     reports/metrics/*.json        the compact DVC metrics: control readings, headline per variant, verdict per claim
+Input besides the metrics and MLflow: `reports/preflight.json` when it exists (`rgsyn preflight --json
+reports/preflight.json`): the compute estimate then shows the estimate calibrated by it
+(rgsyn.preflight.calibrate). It is not a DVC dependency: re-run the report after a new preflight.
 The reports folder is logged as an artifact of the `report` stage run, which then closes the
 pipeline's parent run.
 
@@ -33,6 +36,7 @@ from rgsyn.report.figures import REWARD_METRICS, ablation_bars, per_timestep_fig
 from rgsyn.report.html import Section, render
 from rgsyn.report.tables import NOT_RUN, as_records, build_tables, load_benchmarks, to_markdown, write_tables
 from rgsyn.report.verdicts import comparisons, metrics_files
+from rgsyn.preflight.calibrate import report_table
 from rgsyn.report.timing import table_estimate, table_timing, timing_frame
 
 TOY_NOTE = (
@@ -191,7 +195,8 @@ def build_report(params: Params, out_dir: Path, client=None, stage_run=None) -> 
     sweep_png = real_size_figure(params, fig_dir / "gain_vs_real_size.png")
     timing_table = table_timing(timing)
     estimate = table_estimate(params, timing)
-    write_tables([timing_table, estimate], tables_dir)
+    calibrated = [t for t in [report_table(params)] if t is not None]   # when reports/preflight.json exists
+    write_tables([timing_table, estimate, *calibrated], tables_dir)
 
     commit = pipe.get("commit") or tracking.git_commit()
     meta = [("commit", commit), ("params hash", pipe.get("params_hash") or params_hash(params)),
@@ -224,7 +229,7 @@ def build_report(params: Params, out_dir: Path, client=None, stage_run=None) -> 
         Section("Privacy (memorisation)", [by_name["privacy"]]),
         Section("Reference numbers", [by_name["references"]]),
         Section("Stage timing", [timing_table]),
-        Section("Compute estimate", [estimate]),
+        Section("Compute estimate", [estimate, *calibrated]),
     ]
     html_path = out_dir / "report.html"
     io.write_text(html_path, render("rgsyn reproduction report", meta, note, sections, lead))

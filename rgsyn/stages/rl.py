@@ -48,7 +48,7 @@ from rgsyn.rl.update import policy_update
 log = logging.getLogger(__name__)
 
 
-def _policy(params: Params, domain: str) -> SimpleNamespace:
+def load_policy(params: Params, domain: str) -> SimpleNamespace:
     """The cold-start bundle with a fresh LoRA, its optimizer and the sampler, on this rank's device."""
     from rgsyn.generator.bundle import load_generator
     from rgsyn.generator.lora import attach_lora
@@ -77,7 +77,7 @@ def _policy(params: Params, domain: str) -> SimpleNamespace:
                            eligible=well_conditioned_steps(sampler.sigmas, rl.min_sigma_ratio))
 
 
-def _references(params: Params, domain: str, identities: list[dict], device) -> SimpleNamespace:
+def load_references(params: Params, domain: str, identities: list[dict], device) -> SimpleNamespace:
     """The reward and gold encoders and the real reference of every identity row under each."""
     reward_enc = encoders.reward_encoder(params, domain, device)
     gold_enc = encoders.gold_encoder(params, domain, device)
@@ -89,7 +89,7 @@ def _references(params: Params, domain: str, identities: list[dict], device) -> 
         gold_ref=IdentityReference.from_features(encoders.real_features(gold_enc, img_paths, n)))
 
 
-def _update(params: Params, pol, refs, step: int, weights, where: str):
+def one_update(params: Params, pol, refs, step: int, weights, where: str):
     """One update: plan, rollout, rewards, policy update. Returns (plan, rewards, merged stats,
     update stats, rollout seconds, update seconds)."""
     rl, acc = params.rl, pol.accelerator
@@ -135,9 +135,9 @@ def _check_args(params: Params, domain: str, rewards: str) -> None:
 def run(params: Params, domain: str, rewards: str) -> dict:
     _check_args(params, domain, rewards)
     rl, weights = params.rl, params.rl.reward_variants[rewards]
-    pol = _policy(params, domain)
+    pol = load_policy(params, domain)
     check_plan(pol.eligible, rl.min_sigma_ratio, min(rl.ids_per_step, pol.n_ids), pol.accelerator.num_processes)
-    refs = _references(params, domain, pol.bundle.identities, pol.accelerator.device)
+    refs = load_references(params, domain, pol.bundle.identities, pol.accelerator.device)
     ck = rl_checkpointer(params, domain, rewards, pol.src)
     start, rows, ref_stats = 0, [], None
     state = ck.load()
@@ -156,7 +156,7 @@ def run(params: Params, domain: str, rewards: str) -> dict:
         for step in tqdm(range(start, rl.steps), desc=f"rl {domain}/{rewards}", initial=start,
                          total=rl.steps, disable=pol.accelerator.process_index > 0):
             t0, where = time.perf_counter(), f"rl step {step} ({domain}/{rewards})"
-            plan, rew, stats, upd, dt_roll, dt_upd = _update(params, pol, refs, step, weights, where)
+            plan, rew, stats, upd, dt_roll, dt_upd = one_update(params, pol, refs, step, weights, where)
             t_roll, t_upd, n_traj = t_roll + dt_roll, t_upd + dt_upd, n_traj + plan.labels.numel()
             ref_stats = ref_stats if ref_stats is not None else reference_stats(rew.raw)
             row, metrics = update_record(step, rew, stats, upd.per_step, upd.grad_norm, ref_stats, weights,

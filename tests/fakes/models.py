@@ -1,6 +1,7 @@
 """Fake pretrained models in the layouts the paper profile reads.
 
-- `write_dit_hub(folder)`: a tiny latent DiT as the hub ships `facebook/DiT-XL-2-256`: a pipeline
+- `write_dit_hub(folder)`: a tiny latent DiT (or, with `arch=DIT_XL_2, vae=SD_VAE`, the real
+  sizes) as the hub ships `facebook/DiT-XL-2-256`: a pipeline
   folder with `model_index.json`, `transformer/` (config naming the legacy `Transformer2DModel`
   class, as the hub's does), `vae/` (an `AutoencoderKL` with the SD VAE's 8x downscale and 4 latent
   channels) and `scheduler/`. 4 latent channels, patch 2, learned sigma (out_channels 8), 1000
@@ -28,21 +29,29 @@ DIT_ARCH = {"num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 16,
             "in_channels": 4, "out_channels": 8, "num_embeds_ada_norm": 1000}
 
 
-def write_dit_hub(folder: str | Path, sample_size: int = 32, seed: int = 0) -> Path:
-    """The hub layout of DiT-XL/2-256 with a tiny transformer; `sample_size` = latent side (256 / 8)."""
+# DiT-XL/2 (Peebles & Xie 2023) as `facebook/DiT-XL-2-256` ships it: 28 blocks of 16 x 72 heads
+DIT_XL_2 = {**DIT_ARCH, "num_layers": 28, "num_attention_heads": 16, "attention_head_dim": 72}
+TINY_VAE = {"layers_per_block": 1, "block_out_channels": (8, 8, 8, 8), "norm_num_groups": 4}
+# the SD VAE (stabilityai/sd-vae-ft-ema), the same config as rgsyn.estimate.SD_VAE
+SD_VAE = {"layers_per_block": 2, "block_out_channels": (128, 256, 512, 512), "norm_num_groups": 32}
+
+
+def write_dit_hub(folder: str | Path, sample_size: int = 32, seed: int = 0, arch: dict = DIT_ARCH,
+                  vae: dict = TINY_VAE) -> Path:
+    """The hub layout of DiT-XL/2-256, by default with a tiny transformer and VAE (`arch=DIT_XL_2,
+    vae=SD_VAE`: the real sizes); `sample_size` = latent side (256 / 8)."""
     from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
 
     folder = Path(folder)
     torch.manual_seed(seed)
-    transformer = DiTTransformer2DModel(sample_size=sample_size, **DIT_ARCH)
+    transformer = DiTTransformer2DModel(sample_size=sample_size, **arch)
     transformer.save_pretrained(folder / "transformer", safe_serialization=True)
     cfg_path = folder / "transformer" / "config.json"
     cfg = json.loads(cfg_path.read_text())
     # the hub's config predates DiTTransformer2DModel and names the generic class
     cfg.update({"_class_name": "Transformer2DModel", "norm_type": "ada_norm_zero"})
     cfg_path.write_text(json.dumps(cfg, indent=2))
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-                        block_out_channels=(8, 8, 8, 8), norm_num_groups=4,
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, **vae,
                         down_block_types=("DownEncoderBlock2D",) * 4,
                         up_block_types=("UpDecoderBlock2D",) * 4, sample_size=8 * sample_size)
     vae.save_pretrained(folder / "vae", safe_serialization=True)
