@@ -594,8 +594,11 @@ def from_dict(raw: dict | None) -> Params:
         if len(set(seen)) != len(seen):
             raise ConfigError(f"{key}: value {seen} repeats a seed")
     if set(params.seeds) & set(params.control_seeds):
+        free = [s for s in range(max(params.seeds) + 1, max(params.seeds) + 1 + 2 * len(params.control_seeds) + 1)
+                if s not in params.seeds][:len(params.control_seeds)]
         raise ConfigError(f"control_seeds: value {params.control_seeds} shares seeds with seeds {params.seeds}; "
-                          "the control rows train on both lists, so they must be disjoint")
+                          f"the control rows train on both lists, so they must be disjoint (e.g. control_seeds: "
+                          f"{free}, or [] for none)")
     for domain in params.coldstart.image_size:
         if domain not in ("persons", "faces"):
             raise ConfigError(f"coldstart.image_size.{domain}: unknown domain; allowed keys: ['faces', 'persons']")

@@ -39,7 +39,7 @@ def test_stage_runs_nest_under_one_pipeline_run(mlflow_tmp, monkeypatch):
 def test_new_params_start_a_new_pipeline_run(mlflow_tmp):
     with tracking.stage_run(config.Params(), "data"):
         pass
-    with tracking.stage_run(config.from_dict({"seeds": [3]}), "data"):
+    with tracking.stage_run(config.from_dict({"seeds": [3], "control_seeds": []}), "data"):
         pass
     _, runs = _runs(mlflow_tmp)
     assert len([r for r in runs if r.data.tags.get("rgsyn.pipeline") == "1"]) == 2
