@@ -135,7 +135,7 @@ class Engine:
         self.net, self.opt = self.acc.prepare(net, opt)
         self.loss_fn = task.criterion(num_classes, self.dev)
         self.mix = loop.SyntheticMix.build(synthetic, task.p, selector)
-        self.ema = loop.weight_average(self.acc.unwrap_model(self.net), getattr(task.p, "ema", 0.0))
+        self.ema = loop.weight_average(self.acc.unwrap_model(self.net), task.p.ema)
         # common-random-numbers fingerprints: equal across the variants of one seed (tests check it)
         self.init_sha, self.real_sha = hashlib.sha256(), hashlib.sha256()
         loop.hash_update(self.init_sha, *self.net.state_dict().values())
