@@ -91,24 +91,47 @@ def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
     return (x - m) / s
 
 
-def channels_last(x: torch.Tensor) -> torch.Tensor:
-    """A 4-D image batch in channels-last (NHWC) memory layout; other tensors unchanged.
+# oneDNN's CPU weight gradient of a stride-2 1x1 convolution in channels-last layout writes outside
+# its buffers when the convolution has fewer than 16 input channels (torch 2.14.1; measured with
+# glibc's malloc checks on two threads: 2-15 input channels, batches of 3 to 33, several image
+# sizes, corrupted; 16 and more never; one thread never). The corruption surfaces later, as a crash
+# somewhere else in the process. Such a network (a face backbone narrower than 16, a test's tiny
+# net) therefore keeps the NCHW layout (tests/test_downstream_layout.py).
+CHANNELS_LAST_MIN_STRIDED_1X1 = 16
 
-    The downstream conv nets keep their weights and inputs in this layout (`ReidNet`, `FaceNet`):
-    oneDNN's CPU convolutions then take their fast path, and on GPU it is the layout tensor cores
-    want. Measured on 2 cores (`benchmarks/bench_channels_last.py`, NCHW / channels-last): toy face
-    train step 1.29x, face evaluation batch 1.42x, toy resnet18 re-ID step 1.03x. Values are the
-    same up to float rounding; `state_dict` consumers see no difference (`.contiguous()` is NCHW)."""
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+def channels_last_safe(module: torch.nn.Module) -> bool:
+    """False when `module` holds a strided 1x1 convolution with fewer than 16 input channels (the
+    case above), which must not run in channels-last layout."""
+    return not any(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1
+                   and m.in_channels < CHANNELS_LAST_MIN_STRIDED_1X1 for m in module.modules())
+
+
+def layout_for(module: torch.nn.Module) -> torch.memory_format:
+    """The memory layout a downstream backbone and its inputs use: channels-last (NHWC) where it is
+    safe (`channels_last_safe`), else NCHW.
+
+    Channels-last: oneDNN's CPU convolutions take their fast path, and on GPU it is the layout
+    tensor cores want. Measured on 2 cores (`benchmarks/bench_channels_last.py`, NCHW /
+    channels-last): toy face train step 1.29x, face evaluation batch 1.42x, toy resnet18 re-ID step
+    1.03x. Values are the same up to float rounding; `state_dict` consumers see no difference
+    (`.contiguous()` is NCHW)."""
+    return torch.channels_last if channels_last_safe(module) else torch.contiguous_format
+
+
+def in_layout(x: torch.Tensor, layout: torch.memory_format) -> torch.Tensor:
+    """A 4-D image batch in `layout` (see `layout_for`); other tensors unchanged."""
+    return x.contiguous(memory_format=layout) if x.dim() == 4 else x
 
 
 @torch.no_grad()
 def backbone_features(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """`model.backbone` on channels-last images in eval mode (no dropout, frozen batch-norm
-    statistics), leaving the model in the mode it was in: the embedding both tasks evaluate."""
+    """`model.backbone` on images in the model's layout (`model.layout`) in eval mode (no dropout,
+    frozen batch-norm statistics), leaving the model in the mode it was in: the embedding both tasks
+    evaluate."""
     was = model.training
     model.eval()
-    out = model.backbone(channels_last(images))
+    out = model.backbone(in_layout(images, model.layout))
     model.train(was)
     return out
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from rgsyn.downstream import engine
 from rgsyn.downstream.datasets import (FACE_MEAN, FACE_STD, LabelledImages, RandomBatches, backbone_features,
-                                      channels_last, face_set, load_images, normalise)
+                                      face_set, in_layout, layout_for, load_images, normalise)
 from rgsyn.downstream.engine import Task, TaskData
 from rgsyn.downstream.small_resnet import Block
 from rgsyn.errors import CheckpointError
@@ -88,11 +88,12 @@ class FaceNet(nn.Module):
 
     def __init__(self, backbone: nn.Module, head: CosFaceHead):
         super().__init__()
-        # weights and inputs in channels-last layout (rgsyn.downstream.datasets.channels_last)
-        self.backbone, self.head = backbone.to(memory_format=torch.channels_last), head
+        # weights and inputs in channels-last layout where safe (rgsyn.downstream.datasets.layout_for)
+        self.layout = layout_for(backbone)
+        self.backbone, self.head = backbone.to(memory_format=self.layout), head
 
     def forward(self, images, labels=None):
-        return self.head(self.backbone(channels_last(images)), labels)
+        return self.head(self.backbone(in_layout(images, self.layout)), labels)
 
     def embed(self, images):
         return backbone_features(self, images)

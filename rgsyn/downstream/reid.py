@@ -26,7 +26,7 @@ from torch import nn
 
 from rgsyn.downstream import engine
 from rgsyn.downstream.datasets import (IMAGENET_MEAN, IMAGENET_STD, LabelledImages, PKSampler, backbone_features,
-                                      channels_last, normalise, reid_set)
+                                      in_layout, layout_for, normalise, reid_set)
 from rgsyn.downstream.engine import Task, TaskData
 from rgsyn.errors import CheckpointError
 
@@ -62,10 +62,11 @@ class ReidNet(nn.Module):
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
-        self.backbone = backbone.to(memory_format=torch.channels_last)   # see datasets.channels_last
+        self.layout = layout_for(backbone)   # channels-last where safe: datasets.layout_for
+        self.backbone = backbone.to(memory_format=self.layout)
 
     def forward(self, images, labels=None, with_features: bool = False):
-        images = channels_last(images)
+        images = in_layout(images, self.layout)
         if self.training:
             out = self.backbone(images)
             return (out[0], out[1]) if with_features else out[0]
