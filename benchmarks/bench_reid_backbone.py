@@ -90,7 +90,7 @@ def train_runs(params_path: Path, seeds: list[int], benchmarks: list[str]) -> No
                                        env={**os.environ, "RGSYN_WARM": "0"})
                     if r.returncode:
                         sys.exit(f"{backbone} {bench} seed {s} failed:\n{r.stderr[-3000:]}")
-                    res.append(json.loads((ws / "results" / "train" / bench / f"real-seed{s}.json").read_text()))
+                    res.append(json.loads((ws / "results" / "train" / bench / "real" / f"seed{s}.json").read_text()))
                 maps = [r["mAP"] * 100 for r in res]
                 print(f"| {backbone} | {p['reid']['lr']:g} | {bench} | {', '.join(f'{m:.1f}' for m in maps)} | "
                       f"{statistics.mean(maps):.1f} | {statistics.mean(r['rank1'] * 100 for r in res):.1f} | "

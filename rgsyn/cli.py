@@ -123,11 +123,13 @@ _stage_cmd("generate", "rgsyn.stages.generate:run",
 def _train_args(p):
     p.add_argument("--benchmark", required=True, choices=TRAINED_BENCHMARKS)
     p.add_argument("--variant", required=True, help="a key of `variants` in params")
-    p.add_argument("--seed", required=True, type=int)
+    p.add_argument("--seed", type=int, default=None,
+                   help="train this seed only (default: every seed of the variant, `seeds` plus "
+                        "`control_seeds` for the control rows)")
 
 
 _stage_cmd("train", "rgsyn.stages.train:run",
-           "train and evaluate one downstream model (benchmark x variant x seed)", _train_args)
+           "train and evaluate the downstream models of one row (benchmark x variant, every seed)", _train_args)
 _stage_cmd("collect", "rgsyn.stages.collect:run",
            "merge the per-run metrics of one benchmark into benchmarks/<name>/metrics.json",
            lambda p: p.add_argument("--benchmark", required=True, choices=BENCHMARKS))

@@ -63,12 +63,17 @@ def downstream_dir(benchmark: str, variant: str, seed: int) -> Path:
 
 
 def run_metrics(benchmark: str, variant: str, seed: int) -> Path:
-    """Per-run metrics written by `rgsyn train`, merged by `rgsyn collect`."""
-    return RESULTS / "train" / benchmark / f"{variant}-seed{seed}.json"
+    """Per-run metrics written by `rgsyn train`, merged by `rgsyn collect`. One folder per row
+    (`train_dir`): the DVC output of the row's stage, which trains all of its seeds."""
+    return train_dir(benchmark, variant) / f"seed{seed}.json"
+
+
+def train_dir(benchmark: str, variant: str) -> Path:
+    return RESULTS / "train" / benchmark / variant
 
 
 def train_curve(benchmark: str, variant: str, seed: int) -> Path:
-    return RESULTS / "curves" / benchmark / f"{variant}-seed{seed}.csv"
+    return RESULTS / "curves" / benchmark / variant / f"seed{seed}.csv"
 
 
 def benchmark_dir(benchmark: str) -> Path:

@@ -57,14 +57,17 @@ def begin(start: float | None = None) -> float:
 
 
 def note_run(run_id: str, start_ms: int) -> None:
-    """Called when a stage opens its MLflow run (`rgsyn.tracking.stage_run`)."""
-    _state["run"] = (run_id, start_ms)
+    """Called when a stage opens an MLflow run (`rgsyn.tracking.stage_run`). A stage that opens
+    several (`train`: one per seed) records its times on the first one: its start-up is the time
+    before the first run opened, and its process time counts once."""
+    if _state["run"] is None or _state["start"] is None:   # outside a CLI stage: the newest run
+        _state["run"] = (run_id, start_ms)
 
 
 def finish() -> dict[str, float] | None:
     """Log the stage's process wall time and start-up time to its MLflow run (if it opened one)."""
     run, start = _state["run"], _state["start"]
-    _state["run"] = None
+    _state["run"], _state["start"] = None, None
     if run is None or start is None or "mlflow" not in sys.modules:
         return None
     now = time.time()

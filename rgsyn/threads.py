@@ -181,6 +181,19 @@ def rebalance() -> int | None:
     return n
 
 
+def pin_process(n: int) -> None:
+    """Fix this process's threads at `n` for the rest of its life (a worker process of a stage,
+    `rgsyn.stages.train_seeds`): torch's intra-op threads and the OMP/MKL variables; `rebalance`
+    leaves it alone. The worker is not registered as a stage: its stage is."""
+    import torch
+
+    for var in THREAD_ENV:
+        os.environ[var] = str(n)
+    _state["wrote"] = None
+    _state["pinned"] += 1
+    torch.set_num_threads(n)
+
+
 @contextlib.contextmanager
 def pinned(n: int):
     """Run with `n` intra-op threads (0 = leave the current setting), restored afterwards; `rebalance`

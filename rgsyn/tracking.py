@@ -133,11 +133,13 @@ def _parent_run(mlflow_mod, experiment_id: str, key: dict[str, str]) -> str:
 
 @contextlib.contextmanager
 def stage_run(params: Params, stage: str, run_name: str | None = None,
-              extra_tags: dict[str, str] | None = None) -> Iterator[StageRun]:
+              extra_tags: dict[str, str] | None = None, start_ms: int | None = None) -> Iterator[StageRun]:
     """Open the MLflow run of one stage, nested under the pipeline's parent run.
 
     Any exception marks the run FAILED (and is re-raised); normal exit marks it FINISHED.
-    On a rank other than 0 it yields a `NullRun` and never touches MLflow.
+    On a rank other than 0 it yields a `NullRun` and never touches MLflow. `start_ms` (epoch ms)
+    dates the run's start back to when its work began: a training run that a worker process did
+    (rgsyn.stages.train_seeds) is logged by the stage once the worker has finished.
     """
     if not distributed.is_main():
         yield NullRun()
@@ -155,7 +157,12 @@ def stage_run(params: Params, stage: str, run_name: str | None = None,
     if key["dvc_exp"]:
         tags["dvc_exp_name"] = key["dvc_exp"]
     tags.update(extra_tags or {})
-    run = mlflow.start_run(run_name=run_name or stage, tags=tags)
+    if start_ms is None:
+        run = mlflow.start_run(run_name=run_name or stage, tags=tags)
+    else:
+        made = mlflow.tracking.MlflowClient().create_run(exp.experiment_id, start_time=int(start_ms), tags=tags,
+                                                          run_name=run_name or stage)
+        run = mlflow.start_run(run_id=made.info.run_id)
     stage_clock.note_run(run.info.run_id, run.info.start_time)
     handle = StageRun(mlflow, run)
     try:
@@ -166,6 +173,17 @@ def stage_run(params: Params, stage: str, run_name: str | None = None,
         raise
     else:
         mlflow.end_run(status="FINISHED")
+
+
+def connect(params: Params) -> None:
+    """Open the tracking store now (import MLflow, create its tables and the experiment): a stage
+    whose worker processes train does it while they run, not after the first one has finished."""
+    if not distributed.is_main():
+        return
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(params))
+    mlflow.set_experiment(params.tracking.experiment)
 
 
 def close_pipeline_run(params: Params, status: str = "FINISHED") -> str | None:

@@ -149,7 +149,7 @@ def test_reid_stage_completes_on_seeds_whose_epochs_differed(world, workdir, see
     from rgsyn.stages.train import run
 
     p = tiny_params(world)
-    metrics = run(p, "cuhk03", "real", seed)
+    metrics = run(p, "cuhk03", "real", seed)[seed]
     assert 0.0 <= metrics["mAP"] <= 1.0
     assert paths.run_metrics("cuhk03", "real", seed).is_file()
     rows = paths.train_curve("cuhk03", "real", seed).read_text().strip().splitlines()[1:]

@@ -216,5 +216,5 @@ def test_launcher_param_prefixes_the_training_stages(tmp_path):
     launched = dict(stage_commands(root))
     assert launched["rl@persons-full"] == ("accelerate launch --multi_gpu --num_processes 8 -m rgsyn rl "
                                            "--domain persons --rewards full")
-    assert launched["train_real_reid@market1501-real-0"].startswith("accelerate launch")
+    assert launched["train_real_reid@market1501-real"].startswith("accelerate launch")
     assert launched["data"] == "rgsyn data" and launched["report"] == "rgsyn report"

@@ -1,4 +1,6 @@
-"""`rgsyn train --benchmark B --variant V --seed S`: train and evaluate one downstream model.
+"""`rgsyn train --benchmark B --variant V [--seed S]`: train and evaluate the downstream models of one
+row, every seed of it (`Params.seeds_of(V)`; in parallel worker processes on the CPU:
+`rgsyn.stages.train_seeds`), or seed S only.
 
 benchmark: market1501 | cuhk03 (person re-ID, `reid` params) or casia_face (CosFace, `face` params;
 also evaluated on RFW). The variant (`params.variants[V]`) says which synthetic set joins the real
@@ -161,15 +163,34 @@ def _train_and_evaluate(params, task, benchmark, variant, seed, run, progress, s
     return distributed.broadcast_object(metrics)
 
 
-def run(params, benchmark: str, variant: str, seed: int) -> dict:
+def run(params, benchmark: str, variant: str, seed: int | None = None) -> dict[int, dict]:
+    """Train and evaluate every seed of the row (`Params.seeds_of(variant)`), or `seed` only.
+    Returns {seed: run metrics}. On the CPU the seeds train in parallel worker processes, one per
+    share of the cores (`rgsyn.stages.train_seeds`); on a GPU or under a launcher, one after another."""
+    from rgsyn.stages import train_seeds
+
+    seeds = [seed] if seed is not None else params.seeds_of(variant)
+    if not seeds:
+        raise RgsynError(f"train {benchmark}/{variant}: the row has no seeds (params `seeds`)")
+    return train_seeds.train_row(params, benchmark, variant, seeds, train_and_evaluate, log_run)
+
+
+def log_run(params, benchmark: str, variant: str, seed: int, metrics: dict | None = None,
+            start_ms: int | None = None) -> dict:
+    """The MLflow run of one seed. Without `metrics` it trains here, logging the losses live; with
+    them (a worker process trained the seed, from `start_ms`), it logs the result and the losses
+    from the curve the worker wrote."""
     with tracking.stage_run(params, "train", run_name=f"train-{benchmark}-{variant}-seed{seed}",
                             extra_tags={"rgsyn.benchmark": benchmark, "rgsyn.variant": variant,
-                                        "rgsyn.seed": str(seed)}) as run:
+                                        "rgsyn.seed": str(seed)}, start_ms=start_ms) as run:
         task = benchmark_task(params, benchmark)
         tracking.log_params_section(run, params, task.name, "selection")
         run.log_params({"variant": variant, "seed": seed, "benchmark": benchmark,
                         "variant_def": dataclasses.asdict(params.variant(variant))})
-        metrics = train_and_evaluate(params, benchmark, variant, seed, run=run)
+        if metrics is None:
+            metrics = train_and_evaluate(params, benchmark, variant, seed, run=run)
+        else:
+            _log_curve(run, paths.train_curve(benchmark, variant, seed))
         if metrics is None:   # only a stop_after_epoch run stops early; never write half a result
             raise RgsynError(f"train {benchmark}/{variant}/seed{seed}: training stopped before its last "
                              "epoch; no metrics were written")
@@ -179,3 +200,13 @@ def run(params, benchmark: str, variant: str, seed: int) -> dict:
             print(f"train {benchmark}/{variant}/seed{seed}: {task.summary(metrics)}, "
                   f"{metrics['train_seconds']:.1f} s training")
         return metrics
+
+
+def _log_curve(run, curve) -> None:
+    """Log a written training curve (one CSV row per step) as MLflow step metrics."""
+    logger = _StepLogger(run)
+    with open(curve, newline="") as f:
+        for row in csv.DictReader(f):
+            logger(int(row["step"]), {k: float(v) if k != "epoch" else int(float(v)) for k, v in row.items()
+                                      if v not in ("", None)})
+    logger.flush()
