@@ -7,6 +7,8 @@ process start (`process_start`) and, when the stage ends, adds two metrics to th
   stage.process_seconds  = end of the stage - start of its process   (what DVC waited for)
   stage.startup_seconds  = start of the MLflow run - start of its process (the fixed cost before it)
   stage.warm             = 1 when the warm server ran it, else 0
+  stage.runs             = the MLflow runs the stage opened (`train`: one per seed); all of these
+                           are on its first run only
 
 Under the warm server (`rgsyn.warm`) the process DVC started is the thin client; its start time
 travels to the forked stage in `RGSYN_PROCESS_START`. When one Python process runs several stages
@@ -19,7 +21,7 @@ import os
 import sys
 import time
 
-_state: dict = {"used": False, "start": None, "run": None, "warm": False}
+_state: dict = {"used": False, "start": None, "run": None, "runs": 0, "warm": False}
 
 
 def _linux_process_start() -> float | None:
@@ -58,10 +60,13 @@ def begin(start: float | None = None) -> float:
 
 def note_run(run_id: str, start_ms: int) -> None:
     """Called when a stage opens an MLflow run (`rgsyn.tracking.stage_run`). A stage that opens
-    several (`train`: one per seed) records its times on the first one: its start-up is the time
-    before the first run opened, and its process time counts once."""
+    several (`train`: one per seed) records its times on the first one, with their number in
+    `stage.runs`: its start-up is the time before the first run opened, and its process time
+    counts once."""
     if _state["run"] is None or _state["start"] is None:   # outside a CLI stage: the newest run
-        _state["run"] = (run_id, start_ms)
+        _state["run"], _state["runs"] = (run_id, start_ms), 1
+    else:
+        _state["runs"] += 1
 
 
 def finish() -> dict[str, float] | None:
@@ -72,7 +77,8 @@ def finish() -> dict[str, float] | None:
         return None
     now = time.time()
     values = {"stage.process_seconds": now - start, "stage.startup_seconds": max(0.0, run[1] / 1000.0 - start),
-              "stage.warm": float(_state["warm"])}   # 1: forked by the warm server (rgsyn.warm)
+              "stage.warm": float(_state["warm"]),   # 1: forked by the warm server (rgsyn.warm)
+              "stage.runs": float(_state["runs"])}
     try:
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient

@@ -41,3 +41,18 @@ def test_dvc_wall_time_shows_the_fixed_cost_outside_the_mlflow_run():
     assert rows["prior"][6:] == ["", ""]
     assert rows["all stages"][6:] == ["34", "1.50"]
     assert any("1 of 3 stage runs have no recorded process wall time" in n for n in t.notes)
+
+
+def test_a_stage_of_several_runs_records_its_wall_time_once_and_overlap_is_said():
+    """A train stage trains its row's seeds side by side and records its process on the first run."""
+    runs = [_run("train-r-seed0", "train", 0, 10_000, metrics={"stage.process_seconds": 15.0,
+                                                               "stage.startup_seconds": 1.0, "stage.runs": 3.0}),
+            _run("train-r-seed1", "train", 500, 11_000), _run("train-r-seed2", "train", 10_000, 14_000),
+            _run("prior", "prior", 0, 4_000, metrics={"stage.process_seconds": 5.0}),
+            _run("coldstart", "coldstart", 4_000, 9_000, metrics={"stage.process_seconds": 6.0})]
+    t = table_timing(timing_frame(runs))
+    rows = {r[0]: r for r in t.df.values.tolist()}
+    assert rows["train"][1:3] == ["3", "24"] and rows["train"][6:] == ["15", "1.00"]
+    assert not any("no recorded process wall time" in n for n in t.notes)   # seeds 1-2: in seed 0's process
+    overlap = [n for n in t.notes if "overlap" in n]
+    assert len(overlap) == 1 and "train stages" in overlap[0] and "prior" not in overlap[0]

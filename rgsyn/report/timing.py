@@ -32,9 +32,10 @@ def timing_frame(runs: list, current_parent: str | None = None) -> pd.DataFrame:
                      "status": r.info.status.lower(),
                      "cached": bool(current_parent and parent != current_parent),
                      "start": r.info.start_time, "process_seconds": run_seconds(r, "process_seconds"),
-                     "startup_seconds": run_seconds(r, "startup_seconds")})
+                     "startup_seconds": run_seconds(r, "startup_seconds"), "end": r.info.end_time,
+                     "process_runs": run_seconds(r, "runs")})
     df = pd.DataFrame(rows, columns=["stage", "run", "seconds", "status", "cached", "start", "process_seconds",
-                                     "startup_seconds"])
+                                     "startup_seconds", "end", "process_runs"])
     rank = {s: i for i, s in enumerate(STAGE_ORDER)}
     return df.sort_values(["stage", "run"], key=lambda c: c.map(rank).fillna(99) if c.name == "stage" else c,
                           ignore_index=True)
@@ -65,7 +66,14 @@ def table_timing(df: pd.DataFrame) -> Table:
              "per name). DVC wall: the stage's process from its start to the end of the stage, imports included, "
              "as DVC waited for it; Start-up: from the process start to the MLflow run's start (Python, imports, "
              "params). DVC's own hashing between stages is in neither."]
-    n_missing = int(df["process_seconds"].isna().sum())
+    overlap = [stage for stage, g in df.groupby("stage", sort=False) if _overlapping(g)]
+    if overlap:
+        notes.append(f"Runs of the {', '.join(overlap)} stages overlap in time (a row's seeds train side by side "
+                     "in worker processes), so their Total adds up more than the time they took: that is the "
+                     "DVC wall column.")
+    # a stage process that opened several runs records its wall time on the first (stage.runs)
+    covered = int((df["process_runs"].where(df["process_seconds"].notna()).fillna(1) - 1).clip(lower=0).sum())
+    n_missing = int(df["process_seconds"].isna().sum()) - covered
     if n_missing:
         notes.append(f"{n_missing} of {len(df)} stage runs have no recorded process wall time (made by an older "
                      "version, or run in-process by the tests); the DVC wall sums leave them out.")
@@ -78,6 +86,12 @@ def table_timing(df: pd.DataFrame) -> Table:
         notes.append("Not finished: " + ", ".join(f"{r} ({s})" for r, s in zip(failed["run"], failed["status"])) + ".")
     return Table("timing", "Stage timing (MLflow)", pd.DataFrame(lines, columns=cols), breaks=[len(lines) - 1],
                  notes=notes)
+
+
+def _overlapping(g: pd.DataFrame) -> bool:
+    """Whether any two runs of `g` ran at the same time."""
+    spans = sorted((int(a), int(b)) for a, b in zip(g["start"], g["end"]) if a == a and b == b)
+    return any(nxt[0] < max(e for _, e in spans[:i + 1]) for i, nxt in enumerate(spans[1:]))
 
 
 def table_estimate(params, df: pd.DataFrame, tflops: float = 400.0, gpus: int = 8) -> Table:

@@ -25,6 +25,7 @@ Workers print no progress bars; the stage prints one line per finished seed.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -70,7 +71,7 @@ def train_row(params, benchmark: str, variant: str, seeds: list[int], train_fn: 
     print(f"train {benchmark}/{variant}: seeds {', '.join(map(str, seeds))} in {workers} one-thread worker "
           "processes", flush=True)
     done: dict[int, dict] = {}
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_die_with_parent)
     bar = tqdm(total=len(seeds), desc=f"train {benchmark}/{variant}", unit="seed", disable=not distributed.is_main())
     try:
         futures = {pool.submit(_train_one, train_fn, params, benchmark, variant, s): s for s in seeds}
@@ -85,10 +86,25 @@ def train_row(params, benchmark: str, variant: str, seeds: list[int], train_fn: 
                                  f"--seed {seed}` to see the failure in one process") from e
             done[seed] = log_fn(params, benchmark, variant, seed, metrics=metrics, start_ms=start)
             bar.update()
+    except BaseException:   # a failed seed or an interrupt: the other seeds' work is lost anyway
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        raise
     finally:
         bar.close()
         pool.shutdown(wait=True, cancel_futures=True)
     return {s: done[s] for s in seeds}
+
+
+def _die_with_parent() -> None:
+    """A worker ends when the stage's process does, even killed (Linux: PR_SET_PDEATHSIG), so that no
+    orphan goes on writing a row's outputs."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
 
 
 def _train_one(train_fn: Callable, params, benchmark: str, variant: str, seed: int) -> tuple[dict, int]:
