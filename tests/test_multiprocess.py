@@ -88,8 +88,8 @@ def _launch(root: Path, tag: str) -> dict:
                  for r in range(WORLD)},
         "writes": [w for r in range(WORLD) for w in lines(f"writes-rank{r}.jsonl")],
         "db": db,
-        "train": json.loads((root / "results/train/market1501/ours-seed0.json").read_text()),
-        "train_curve": (root / "results/curves/market1501/ours-seed0.csv").read_text(),
+        "train": json.loads((root / "results/train/market1501/ours/seed0.json").read_text()),
+        "train_curve": (root / "results/curves/market1501/ours/seed0.csv").read_text(),
         "generate": json.loads((root / "results/generate/market1501-rl-full.json").read_text()),
         "rl_curve": [{k: v for k, v in r.items() if k != "seconds"} for r in rl_curve],
         "images": {p.relative_to(synthetic).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -163,7 +163,7 @@ def test_outputs_written_once(launches):
         assert by_rank[1], "rank 1 wrote none of its generate images"
         # rank 1 writes only its own share of the generate work folder; every output is rank 0's
         assert all(p.startswith(".rgsyn/work/generate-market1501-rl-full/") for p in by_rank[1]), by_rank[1]
-        outputs = {"results/train/market1501/ours-seed0.json", "results/generate/market1501-rl-full.json",
+        outputs = {"results/train/market1501/ours/seed0.json", "results/generate/market1501-rl-full.json",
                    "results/rl/persons-full.csv", "models/downstream/market1501/ours/seed0/model.pt"}
         assert outputs <= by_rank[0]
 
