@@ -69,7 +69,7 @@ def table_timing(df: pd.DataFrame) -> Table:
     overlap = [stage for stage, g in df.groupby("stage", sort=False) if _overlapping(g)]
     if overlap:
         notes.append(f"Runs of the {', '.join(overlap)} stages overlap in time (a row's seeds train side by side "
-                     "in worker processes), so their Total adds up more than the time they took: that is the "
+                     "in worker processes), so their Total adds up to more than the time they took: that is the "
                      "DVC wall column.")
     # a stage process that opened several runs records its wall time on the first (stage.runs)
     covered = int((df["process_runs"].where(df["process_seconds"].notna()).fillna(1) - 1).clip(lower=0).sum())

@@ -1,10 +1,12 @@
 """The seeds of one downstream row, trained by one `rgsyn train` stage: in parallel on the CPU.
 
-A toy training run is many small ops, and two threads make it only about 1.5x faster than one
-(Market: 9.6 s against 14.3 s of training), so one-thread runs side by side get more out of the
-cores than multi-thread runs one after another. The stage therefore trains its seeds in
-`min(seeds, share)` worker processes of one thread each, `share` being its share of the cores
-(`rgsyn.threads`, set when it started). A worker trains, evaluates and writes one seed's outputs
+The stage trains its seeds in `min(seeds, share)` worker processes of one thread each, `share`
+being its share of the cores (`rgsyn.threads`, set when it started), so that every seed of a row
+trains on one thread on any machine, whatever its cores or load. It is not faster: a toy run is many
+small ops, 2 threads make it only about 1.5x faster than one (Market: 9.6 s against 14.3 s of
+training), and two runs side by side slow each other down, so a row of 3 seeds took as long in two
+workers as one seed after another on 2 threads (Market `real_plus` 50.8 s against 49.7 s, idle
+2-core machine). What saves time is one stage per row rather than per seed (see dvc.yaml). A worker trains, evaluates and writes one seed's outputs
 (`rgsyn.stages.train.train_and_evaluate`); the stage logs each seed's MLflow run when its worker
 is done, dated from the worker's start (`rgsyn.stages.train.log_run`).
 
