@@ -53,10 +53,18 @@ def make_accelerator(device: str):
 
     Placement and the process group only: the precision is applied by rgsyn.precision (accelerate's
     `mixed_precision` is fixed per process, so it stays "no" whatever a launcher sets)."""
-    import torch
     from accelerate import Accelerator
 
-    return Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(), mixed_precision="no")
+    return Accelerator(cpu=not on_gpu(device), mixed_precision="no")
+
+
+def on_gpu(device: str) -> bool:
+    """Whether a stage with the `device` param places its models on a GPU (`make_accelerator`)."""
+    if device == "cpu":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _state():

@@ -146,8 +146,7 @@ def stage_run(params: Params, stage: str, run_name: str | None = None,
         return
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(params))
-    exp = mlflow.set_experiment(params.tracking.experiment)
+    exp = connect(params)
     commit = git_commit()
     phash = params_hash(params)
     key = {"commit": commit, "params_hash": phash, "dvc_exp": os.environ.get("DVC_EXP_NAME", "")}
@@ -175,15 +174,16 @@ def stage_run(params: Params, stage: str, run_name: str | None = None,
         mlflow.end_run(status="FINISHED")
 
 
-def connect(params: Params) -> None:
-    """Open the tracking store now (import MLflow, create its tables and the experiment): a stage
-    whose worker processes train does it while they run, not after the first one has finished."""
+def connect(params: Params):
+    """Open the tracking store (import MLflow, create its tables and the experiment); returns the
+    experiment, None on a rank other than 0. `stage_run` starts with it, and a stage whose worker
+    processes train calls it while they run, not after the first one has finished."""
     if not distributed.is_main():
-        return
+        return None
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri(params))
-    mlflow.set_experiment(params.tracking.experiment)
+    return mlflow.set_experiment(params.tracking.experiment)
 
 
 def close_pipeline_run(params: Params, status: str = "FINISHED") -> str | None:

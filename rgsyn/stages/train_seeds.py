@@ -43,17 +43,9 @@ from rgsyn.errors import RgsynError
 def plan(params, run_threads: int, n_seeds: int, share: int) -> int:
     """How many one-thread worker processes train the row's `n_seeds` seeds on `share` cores;
     1: in this process, one seed after another, with the stage's threads."""
-    if n_seeds < 2 or run_threads > 1 or distributed.world_size() > 1 or _on_gpu(params.device):
+    if n_seeds < 2 or run_threads > 1 or distributed.world_size() > 1 or distributed.on_gpu(params.device):
         return 1
     return max(1, min(n_seeds, share))
-
-
-def _on_gpu(device: str) -> bool:
-    if device == "cpu":
-        return False
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def train_row(params, benchmark: str, variant: str, seeds: list[int], train_fn: Callable,
