@@ -51,16 +51,18 @@ class CosFaceHead(nn.Module):
 
 
 class SmallResNet(nn.Module):
-    """A 3-stage ResNet for tiny faces: (B,3,S,S) -> (B, embedding_dim) (BN-FC-BN embedding)."""
+    """A 3-stage ResNet for tiny faces: (B,3,S,S) -> (B, embedding_dim) (BN-FC-BN embedding).
+    `stem_stride` 2 halves the side before the first stage (about a quarter of the compute)."""
 
-    def __init__(self, embedding_dim: int, size: int, width: int = 16):
+    def __init__(self, embedding_dim: int, size: int, width: int = 16, stem_stride: int = 1):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU())
         self.layer1 = Block(width, width, 1)
         self.layer2 = Block(width, 2 * width, 2)
         self.layer3 = Block(2 * width, 4 * width, 2)
         self.bn = nn.BatchNorm2d(4 * width)
-        side = math.ceil(math.ceil(size / 2) / 2)
+        side = math.ceil(math.ceil(math.ceil(size / stem_stride) / 2) / 2)
         self.fc = nn.Linear(4 * width * side * side, embedding_dim)
         self.features = nn.BatchNorm1d(embedding_dim)
 
@@ -99,9 +101,10 @@ class FaceNet(nn.Module):
         return backbone_features(self, images)
 
 
-def build_face_backbone(backbone: str, embedding_dim: int, size: int, width: int = 16) -> nn.Module:
+def build_face_backbone(backbone: str, embedding_dim: int, size: int, width: int = 16,
+                        stem_stride: int = 1) -> nn.Module:
     if backbone == "small_resnet":
-        return SmallResNet(embedding_dim, size, width)
+        return SmallResNet(embedding_dim, size, width, stem_stride)
     if backbone in ("resnet50", "resnet18"):
         return _TorchvisionEmbedding(backbone, embedding_dim)
     raise CheckpointError(f"face.backbone: unknown backbone {backbone!r}")
@@ -110,7 +113,7 @@ def build_face_backbone(backbone: str, embedding_dim: int, size: int, width: int
 def build_face_model(p, num_classes: int, pretrained: str | None = None) -> FaceNet:
     """`pretrained`: a local ImageNet weights file (torchvision format) for the ResNet backbones;
     None = `p.pretrained`, "" = random init."""
-    backbone = build_face_backbone(p.backbone, p.embedding_dim, p.size, p.width)
+    backbone = build_face_backbone(p.backbone, p.embedding_dim, p.size, p.width, p.stem_stride)
     pretrained = p.pretrained if pretrained is None else pretrained
     if pretrained:
         from rgsyn.downstream import pretrained as pt
