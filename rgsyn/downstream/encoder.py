@@ -65,6 +65,8 @@ def _build(kind: str, config: dict, num_classes: int) -> nn.Module:
         from rgsyn.downstream.face import build_face_model
 
         fields = {f.name for f in dataclasses.fields(FaceParams)}
+        # files written before `stem_stride` existed hold stride-1 models
+        config = {"stem_stride": 1, **config}
         # the saved state dict holds every weight; the pretrained file is not needed (nor read) here
         return build_face_model(FaceParams(**{k: v for k, v in config.items() if k in fields}), num_classes,
                                 pretrained="")
