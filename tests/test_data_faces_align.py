@@ -111,8 +111,8 @@ def _tiny_face_net():
     from rgsyn.downstream.face import build_face_model
 
     torch.manual_seed(0)
-    p = SimpleNamespace(backbone="small_resnet", pretrained="", embedding_dim=8, size=16, width=4, cosface_s=16.0,
-                        cosface_m=0.35, flip_eval=False)
+    p = SimpleNamespace(backbone="small_resnet", pretrained="", embedding_dim=8, size=16, width=4, stem_stride=1,
+                        cosface_s=16.0, cosface_m=0.35, flip_eval=False)
     return build_face_model(p, 3).eval(), p
 
 
