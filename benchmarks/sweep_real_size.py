@@ -24,6 +24,7 @@ row, "" for real). `rgsyn.real_size.summary` turns it into paired gains with 95%
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import os
 import sys
@@ -43,7 +44,7 @@ FIELDS = ("benchmark", "real_per_id", "variant", "rule", "seed", "metric", "valu
 
 
 def sized_params(base: dict, benchmark: str, size: int, rule: str) -> config.Params:
-    raw = config._merge(base, {})
+    raw = copy.deepcopy(base)
     section, key = SIZE_KEY[benchmark]
     raw["data"][section][key] = size
     raw["reid"]["threads"] = raw["face"]["threads"] = 1
@@ -88,7 +89,8 @@ def main(argv=None) -> int:
     ap.add_argument("--benchmarks", nargs="+", default=["market1501", "casia_face"], choices=list(HEADLINE))
     ap.add_argument("--sizes", nargs="*", default=[], help="benchmark=s1,s2,... (default: %s)" % DEFAULT_SIZES)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--rules", nargs="*", default=["uniform"], help="extra syn_draw rules for syn_oracle")
+    ap.add_argument("--rules", nargs="*", default=["batch_ids"],
+                    help="syn_draw rules for syn_oracle besides the params' own (reid/face.syn_draw)")
     ap.add_argument("--rule-benchmarks", nargs="*", default=["market1501"])
     ap.add_argument("--work", default=str(ROOT / ".rgsyn" / "sweep"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "sweep_real_size.csv"))
@@ -105,19 +107,22 @@ def main(argv=None) -> int:
     try:
         for bench in args.benchmarks:
             for size in sizes[bench]:
-                rules = ["batch_ids"] + (args.rules if bench in args.rule_benchmarks else [])
+                # the params' own rule first (it trains `real` too), then the other candidate rules
+                own = base["face" if bench == "casia_face" else "reid"]["syn_draw"]
+                extra = [r for r in args.rules if r != own] if bench in args.rule_benchmarks else []
+                rules = [own, *extra]
                 for rule in rules:
                     work = Path(args.work) / f"{bench}-{size}" / rule
                     work.mkdir(parents=True, exist_ok=True)
-                    first = Path(args.work) / f"{bench}-{size}" / "batch_ids" / "data" / "world"
-                    if rule != "batch_ids" and not (work / "data" / "world").exists():
+                    first = Path(args.work) / f"{bench}-{size}" / own / "data" / "world"
+                    if rule != own and not (work / "data" / "world").exists():
                         (work / "data").mkdir(exist_ok=True)   # the same world as the first rule's
                         (work / "data" / "world").symlink_to(first.resolve(), target_is_directory=True)
                     os.chdir(work)
                     params = sized_params(base, bench, size, rule)
                     print(f"{bench}: {size} real images per identity, rule {rule} ({work})", flush=True)
                     prepare(params, bench)
-                    variants = ["real", "syn_oracle"] if rule == "batch_ids" else ["syn_oracle"]
+                    variants = ["real", "syn_oracle"] if rule == own else ["syn_oracle"]
                     for seed in args.seeds:
                         for v in variants:
                             m = run_one(params, bench, v, seed)

@@ -310,9 +310,9 @@ class ReidParams:
     syn_per_batch: int = rng(0, None, 32)
     # which synthetic candidates a step draws: "batch_ids" (images of the identities of the step's
     # real batch, so the batch-hard triplet finds their positives) or "uniform" (any training
-    # identity). Measured on the toy Market oracle (benchmarks/sweep_real_size.py, 3 seeds, 2/4/8
-    # real images per identity): uniform minus batch_ids = +0.5 [-7.0, +8.1], +3.0 [-8.1, +14.1],
-    # +1.4 [-3.9, +6.7] mAP points; no evidence for batch_ids, so the default stays uniform.
+    # identity). Measured on the toy Market oracle (benchmarks/sweep_real_size.py, seeds 0-3, 2/4/8
+    # real images per identity): uniform minus batch_ids = +0.2 [-1.5, +1.9], -0.7 [-1.7, +0.3],
+    # -1.5 [-6.4, +3.4] mAP points; no evidence for either, so the default stays uniform.
     syn_draw: str = one_of("batch_ids", "uniform", default="uniform")
     eval_batch_size: int = rng(1, None, 256)
     threads: int = rng(0, None, 0)             # CPU intra-op threads while training (0 = torch default)
