@@ -301,7 +301,9 @@ def _grayworld_rank1(splits) -> float:
         for r in recs:
             a = np.asarray(load_image(r.path), float)
             a = a / a.reshape(-1, 3).mean(0)
-            f = np.concatenate([a[y0:y1, 8:24].reshape(-1, 3).mean(0) for y0, y1 in ((14, 30), (30, 44), (44, 58))])
+            h, w = a.shape[:2]   # bands drawn for 64x32, scaled to the image's size
+            f = np.concatenate([a[y0 * h // 64:y1 * h // 64, w // 4:3 * w // 4].reshape(-1, 3).mean(0)
+                                for y0, y1 in ((14, 30), (30, 44), (44, 58))])
             out.append(f / np.linalg.norm(f))
         return np.stack(out)
 
@@ -326,9 +328,10 @@ def test_identity_is_learnable_but_not_trivial(tmp_path):
     labeled = _grayworld_rank1(read_cuhk03(tmp_path / "cuhk03", "labeled"))
     detected = _grayworld_rank1(read_cuhk03(tmp_path / "cuhk03", "detected"))
     chance = 1 / 24
-    assert 8 * chance < market < 0.9            # seeds 0-4: 0.49-0.65
-    assert 8 * chance < labeled < 0.9           # seeds 0-4: 0.40-0.50
-    assert 3 * chance < detected < labeled      # jittered boxes are harder; 0.19-0.38
+    # world seeds 0-4 at 32x16 (at 64x32: 0.49-0.65, 0.40-0.50, 0.19-0.38)
+    assert 8 * chance < market < 0.9            # 0.51-0.60
+    assert 8 * chance < labeled < 0.9           # 0.35-0.50
+    assert 3 * chance < detected < labeled      # jittered boxes are harder; 0.23-0.29
 
 
 def test_paper_profile_data_stage_fills_every_declared_output(world, mlflow_tmp):
