@@ -106,12 +106,11 @@ def main(argv=None) -> int:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{Path(args.work).resolve()}/mlflow.db")
     try:
         for bench in args.benchmarks:
+            # the params' own rule first (it trains `real` too), then the other candidate rules
+            own = base["face" if bench == "casia_face" else "reid"]["syn_draw"]
+            extra = [r for r in args.rules if r != own] if bench in args.rule_benchmarks else []
             for size in sizes[bench]:
-                # the params' own rule first (it trains `real` too), then the other candidate rules
-                own = base["face" if bench == "casia_face" else "reid"]["syn_draw"]
-                extra = [r for r in args.rules if r != own] if bench in args.rule_benchmarks else []
-                rules = [own, *extra]
-                for rule in rules:
+                for rule in [own, *extra]:
                     work = Path(args.work) / f"{bench}-{size}" / rule
                     work.mkdir(parents=True, exist_ok=True)
                     first = Path(args.work) / f"{bench}-{size}" / own / "data" / "world"

@@ -6,9 +6,10 @@ trains on one thread on any machine, whatever its cores or load. It is not faste
 small ops, 2 threads make it only about 1.5x faster than one (Market: 9.6 s against 14.3 s of
 training), and two runs side by side slow each other down, so a row of 3 seeds took as long in two
 workers as one seed after another on 2 threads (Market `real_plus` 50.8 s against 49.7 s, idle
-2-core machine). What saves time is one stage per row rather than per seed (see dvc.yaml). A worker trains, evaluates and writes one seed's outputs
-(`rgsyn.stages.train.train_and_evaluate`); the stage logs each seed's MLflow run when its worker
-is done, dated from the worker's start (`rgsyn.stages.train.log_run`).
+2-core machine). What saves time is one stage per row rather than per seed (see dvc.yaml), and on
+2 cores a fourth seed of a row costs no more wall time than the third. A worker trains, evaluates
+and writes one seed's outputs (`rgsyn.stages.train.train_and_evaluate`); the stage logs each seed's
+MLflow run when its worker is done, dated from the worker's start (`rgsyn.stages.train.log_run`).
 
 One thread per worker, because the workers are forked: a process forked after its parent has run
 an OpenMP parallel region hangs in its own first one (GNU libgomp; a forked two-thread convolution
